@@ -1,0 +1,1 @@
+from .cbam import CBAM, ChannelAttention, SpatialAttention

@@ -1,0 +1,1 @@
+from .rcb_unetplusplus import RCBUNetPlusPlus
