@@ -1,1 +1,2 @@
 from .rcb_unetplusplus import RCBUNetPlusPlus
+from .resattunet import ResAttUNet, load_torchvision_resnet34
