@@ -1,1 +1,3 @@
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .affinity_attention import AffinityAttention
+from .scale_feature_attention import ScaleFeatureAttention

@@ -1,2 +1,3 @@
 from .rcb_unetplusplus import RCBUNetPlusPlus
 from .resattunet import ResAttUNet, load_torchvision_resnet34
+from .iacnn import IACNN
