@@ -1,0 +1,196 @@
+"""Per-image segmentation metrics and the handler that writes ``metrics.json`` and ``per_image.csv``.
+
+Threshold metrics (Dice, IoU, precision, sensitivity, specificity, accuracy at one threshold) come from MONAI's
+confusion-matrix functions; Inf-Net's threshold-averaged metrics from :mod:`tools.metrics.infnet`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.metrics import compute_confusion_matrix_metric, get_confusion_matrix
+from monai.utils import CommonKeys
+
+from tools.metrics.infnet import infnet_image_metrics
+
+__all__ = ["BINARY_METRICS", "binary_metrics", "image_metrics", "SegmentationMetricsSaver", "atomic_write_text"]
+
+# metric name in metrics.json -> name in monai.metrics.compute_confusion_matrix_metric
+BINARY_METRICS = {
+    "dice": "f1 score",
+    "iou": "threat score",
+    "precision": "precision",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "accuracy": "accuracy",
+}
+
+
+def binary_metrics(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """Dice, IoU, precision, sensitivity, specificity and accuracy of one binary mask against its ground truth.
+
+    Args:
+        pred: binary prediction, any shape (e.g. ``(H, W[, D])``), non-zero is foreground.
+        gt: binary ground truth of the same shape.
+
+    Returns:
+        ``{name: value}`` for the names of :data:`BINARY_METRICS`. Where a ratio is 0/0 it follows the usual
+        convention: Dice and IoU are 1 when both masks are empty (MONAI's ``DiceMetric(ignore_empty=False)``
+        does the same), precision is 1 when nothing is predicted and nothing is there, sensitivity is NaN when
+        the ground truth is empty (undefined; left out of the dataset mean), specificity is NaN when the
+        ground truth is full.
+
+    Raises:
+        ValueError: if the shapes differ.
+    """
+    p = torch.as_tensor(np.asarray(pred) if not isinstance(pred, torch.Tensor) else pred).bool()
+    g = torch.as_tensor(np.asarray(gt) if not isinstance(gt, torch.Tensor) else gt).bool()
+    if p.shape != g.shape:
+        raise ValueError(f"prediction shape {tuple(p.shape)} differs from ground-truth shape {tuple(g.shape)}.")
+    # get_confusion_matrix takes one-hot (B, C, ...) tensors; one channel = the foreground class.
+    cm = get_confusion_matrix(p.reshape(1, 1, -1).double(), g.reshape(1, 1, -1).double(), include_background=True)
+    tp, fp, tn, fn = (float(v) for v in cm.reshape(4))
+    out = {name: float(compute_confusion_matrix_metric(monai_name, cm).reshape(-1)[0])
+           for name, monai_name in BINARY_METRICS.items()}
+    if tp + fp + fn == 0:  # both masks empty: a perfect answer
+        out["dice"] = out["iou"] = out["precision"] = 1.0
+    if tp + fn == 0:
+        out["sensitivity"] = math.nan
+    if tn + fp == 0:
+        out["specificity"] = math.nan
+    return out
+
+
+def image_metrics(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """All metrics of one 2D image: :func:`binary_metrics` of ``prob >= threshold`` and Inf-Net's metrics.
+
+    Args:
+        prob: foreground probability ``(H, W)`` in [0, 1], at the ground truth's size.
+        gt: ground truth ``(H, W)``, non-zero is foreground.
+        threshold: probability threshold of the binary metrics.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    gt = np.asarray(gt) > 0
+    out = binary_metrics(prob >= threshold, gt)
+    out.update(infnet_image_metrics(prob, gt))
+    return out
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _squeeze2d(x, name: str, source: str) -> np.ndarray:
+    arr = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    arr = arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr
+    if arr.ndim != 2:
+        raise ValueError(f"{source}: {name} must be one 2D channel, got shape {arr.shape}.")
+    return arr
+
+
+class SegmentationMetricsSaver:
+    """Ignite handler: per-image metrics of an evaluator's output, written as ``metrics.json`` + ``per_image.csv``.
+
+    At every iteration it reads the decollated ``engine.state.output`` items: ``pred`` is the foreground
+    probability ``(1, H, W)`` at the ground truth's size (invert the resizing first, e.g. with ``Invertd``),
+    ``label`` the mask ``(1, H, W)``. At completion it writes, each file whole or not at all:
+
+    - ``per_image.csv``: one row per image (``image`` = the label's file name), every metric of
+      :func:`image_metrics`;
+    - ``metrics.json``: a flat ``{metric: mean over images}`` (NaNs, i.e. undefined values, are left out of
+      each mean) plus ``"n_images"``.
+
+    Args:
+        output_dir: folder of the two files (created).
+        threshold: probability threshold of the binary metrics (0.5).
+        metrics_fn: per-image metric function ``(prob, gt) -> dict``; defaults to :func:`image_metrics`.
+
+    Raises:
+        ValueError: at an iteration whose prediction or label is not one 2D channel or whose sizes differ,
+            naming the image.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        threshold: float = 0.5,
+        metrics_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+        pred_key: str = CommonKeys.PRED,
+        label_key: str = CommonKeys.LABEL,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.threshold = threshold
+        self.metrics_fn = metrics_fn or (lambda p, g: image_metrics(p, g, threshold))
+        self.pred_key, self.label_key = pred_key, label_key
+        self.rows: list[dict] = []
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, lambda e: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def iteration_completed(self, engine) -> None:
+        items: Sequence[dict] = engine.state.output
+        for item in items if isinstance(items, (list, tuple)) else [items]:
+            label = item[self.label_key]
+            source = str(getattr(label, "meta", {}).get("filename_or_obj", f"item {len(self.rows)}"))
+            prob = _squeeze2d(item[self.pred_key], "prediction", source)
+            gt = _squeeze2d(label, "label", source)
+            if prob.shape != gt.shape:
+                raise ValueError(f"{source}: prediction {prob.shape} and label {gt.shape} differ in size.")
+            self.rows.append({"image": Path(source).name, **self.metrics_fn(prob, gt > 0)})
+
+    def summary(self) -> dict[str, float]:
+        """Mean of every metric over the images seen so far (NaNs left out) and ``n_images``."""
+        names = [k for k in self.rows[0] if k != "image"] if self.rows else []
+        out: dict[str, float] = {}
+        for name in names:
+            values = np.array([r[name] for r in self.rows], dtype=np.float64)
+            out[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        out["n_images"] = len(self.rows)
+        return out
+
+    def completed(self, engine) -> None:
+        if not self.rows:
+            raise ValueError("the evaluator saw no image: nothing to write.")
+        summary = self.summary()
+        atomic_write_text(self.output_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
+        fields = list(self.rows[0])
+        lines: list[str] = []
+
+        class _Sink:
+            def write(self, s: str) -> None:
+                lines.append(s)
+
+        writer = csv.DictWriter(_Sink(), fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.output_dir / "per_image.csv", "".join(lines))
+        self.logger.info(
+            "metrics of %d images written to %s: %s",
+            len(self.rows),
+            self.output_dir / "metrics.json",
+            ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "n_images"),
+        )

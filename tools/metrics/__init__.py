@@ -1,0 +1,1 @@
+"""Evaluation metrics (see the submodules, e.g. ``tools.metrics.infnet``)."""

@@ -1,0 +1,200 @@
+"""Offline checks of a bundle, in the spirit of the MONAI model zoo's CI (``ci/verify_bundle.py`` there).
+
+Each check raises :class:`BundleCheckError` with a message naming the file and what is wrong; :func:`verify_bundle`
+stops at the first failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
+
+__all__ = ["BundleCheckError", "REQUIRED_FILES", "SCHEMA_PATH", "verify_bundle", "export_torchscript", "check"]
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
+REQUIRED_FILES = (
+    "configs/metadata.json",
+    "configs/train.json",
+    "configs/inference.json",
+    "configs/evaluate.json",
+    "configs/multi_gpu_train.json",
+    "configs/logging.conf",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "LICENSE",
+    "models/model.pt",
+)
+logger = logging.getLogger(__name__)
+
+
+class BundleCheckError(RuntimeError):
+    """A bundle failed a check; the message names the file and the problem."""
+
+
+def _configs(bundle: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted((bundle / "configs").glob("*.json")) if p.name != "metadata.json"}
+
+
+def check_files(bundle: Path) -> None:
+    missing = [f for f in REQUIRED_FILES if not (bundle / f).is_file()]
+    if missing:
+        raise BundleCheckError(f"{bundle}: missing required files: {', '.join(missing)}.")
+
+
+def check_metadata(bundle: Path) -> dict:
+    path = bundle / "configs" / "metadata.json"
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleCheckError(f"{path}: not valid JSON: {e}.") from e
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validator_cls = jsonschema.validators.validator_for(schema)
+    errors = sorted(validator_cls(schema).iter_errors(meta), key=lambda e: list(e.path))
+    if errors:
+        msgs = "; ".join(f"{'/'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:5])
+        raise BundleCheckError(f"{path}: does not match {SCHEMA_PATH.name}: {msgs}.")
+    if meta["version"] not in meta.get("changelog", {}):
+        raise BundleCheckError(f"{path}: version {meta['version']} has no entry in 'changelog'.")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", meta["version"]):
+        raise BundleCheckError(f"{path}: version {meta['version']!r} is not MAJOR.MINOR.PATCH.")
+    return meta
+
+
+def check_configs_parse(bundle: Path) -> None:
+    """Parse every config; overlays (all but train.json and inference.json) merged on top of train.json."""
+    configs = _configs(bundle)
+    for name, path in configs.items():
+        files = [str(path)] if name in ("train", "inference") else [str(configs["train"]), str(path)]
+        try:
+            parser = ConfigParser()
+            parser.read_config(files)
+            parser.parse()
+        except Exception as e:  # the parser raises many types; all mean the same to the user
+            raise BundleCheckError(f"{path}: does not parse as a MONAI bundle config: {e}.") from e
+
+
+def check_properties(bundle: Path, dataset_dir: Path | None = None) -> None:
+    """``check_properties`` of the train and infer workflows (MONAI instantiates each property to check it, so
+    the train workflow reads ``dataset_dir``: the bundle's small ``sample_data/dataset`` by default)."""
+    configs = _configs(bundle)
+    dataset_dir = dataset_dir or bundle / "sample_data" / "dataset"
+    meta = str(bundle / "configs" / "metadata.json")
+    logging_file = str(bundle / "configs" / "logging.conf")
+    for name, wtype in (("train", "train"), ("inference", "infer")):
+        workflow = ConfigWorkflow(
+            config_file=str(configs[name]), meta_file=meta, logging_file=logging_file, workflow_type=wtype,
+            bundle_root=str(bundle), **({"dataset_dir": str(dataset_dir)} if wtype == "train" else {}),
+        )
+        workflow.initialize()
+        missing = workflow.check_properties()
+        if missing:
+            raise BundleCheckError(f"{configs[name]}: required {wtype} properties missing: {missing}.")
+
+
+def _inference_network(bundle: Path, eval_mode: bool = True) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    return net.eval() if eval_mode else net
+
+
+def check_network_io(bundle: Path, meta: dict) -> None:
+    """MONAI's ``verify_net_in_out`` (channels, dtype), then our check that the output's spatial shape is right."""
+    config = str(bundle / "configs" / "inference.json")
+    meta_file = str(bundle / "configs" / "metadata.json")
+    try:
+        verify_net_in_out(net_id="network_def", meta_file=meta_file, config_file=config, n=2, device="cpu",
+                          bundle_root=str(bundle))
+    except Exception as e:
+        raise BundleCheckError(f"{config}: verify_net_in_out failed: {e}.") from e
+    fmt = meta["network_data_format"]
+    inp, out = fmt["inputs"]["image"], fmt["outputs"]["pred"]
+    n = 2
+    shape = [int(eval(str(s), {"n": n, "p": 1})) for s in inp["spatial_shape"]]  # noqa: S307 (metadata strings)
+    net = _inference_network(bundle)
+    with torch.no_grad():
+        y = net(torch.rand(1, inp["num_channels"], *shape))
+    expected = (1, out["num_channels"], *shape)
+    if tuple(y.shape) != expected:
+        raise BundleCheckError(
+            f"{config}: network_def maps input (1, {inp['num_channels']}, {', '.join(map(str, shape))}) to "
+            f"{tuple(y.shape)}; metadata.json promises {expected}."
+        )
+
+
+def export_torchscript(bundle: Path | str, filepath: Path | str | None = None) -> Path:
+    """Export ``models/model.pt`` to TorchScript with MONAI's ``ckpt_export`` (default ``models/model.ts``)."""
+    bundle = Path(bundle)
+    filepath = Path(filepath) if filepath else bundle / "models" / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(filepath),
+        ckpt_file=str(bundle / "models" / "model.pt"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        bundle_root=str(bundle),
+    )
+    return filepath
+
+
+def check_torchscript(bundle: Path, meta: dict, atol: float = 1e-4) -> None:
+    """Export to a temporary file, load it, and compare its output with eager mode on the trained weights."""
+    inp = meta["network_data_format"]["inputs"]["image"]
+    shape = [int(eval(str(s), {"n": 4, "p": 1})) for s in inp["spatial_shape"]]  # noqa: S307
+    net = _inference_network(bundle)
+    state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state.get("model", state) if isinstance(state, dict) and "model" in state else state)
+    net.eval()
+    x = torch.rand(1, inp["num_channels"], *shape, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        ts_path = export_torchscript(bundle, Path(tmp) / "model.ts")
+        ts = torch.jit.load(str(ts_path), map_location="cpu").eval()
+        with torch.no_grad():
+            eager, scripted = net(x), ts(x)
+    if eager.shape != scripted.shape or not torch.allclose(eager, scripted, atol=atol, rtol=1e-4):
+        diff = (eager - scripted).abs().max().item() if eager.shape == scripted.shape else float("nan")
+        raise BundleCheckError(
+            f"{bundle}/models/model.pt: TorchScript output {tuple(scripted.shape)} differs from eager "
+            f"{tuple(eager.shape)} (max abs difference {diff:.3g})."
+        )
+
+
+def verify_bundle(bundle_dir: str | Path, dataset_dir: str | Path | None = None) -> list[str]:
+    """Run every check on a bundle; return the names of the checks passed.
+
+    ``dataset_dir`` is the data the train workflow's properties are instantiated with (default: the bundle's
+    ``sample_data/dataset``, a few real cases in the bundle's training layout).
+
+    Raises:
+        BundleCheckError: at the first failing check, naming the file and the problem.
+    """
+    bundle = Path(bundle_dir).resolve()
+    if not bundle.is_dir():
+        raise BundleCheckError(f"{bundle} is not a folder.")
+    meta: dict = {}
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("required files", lambda: check_files(bundle)),
+        ("metadata schema and changelog", lambda: meta.update(check_metadata(bundle))),
+        ("configs parse", lambda: check_configs_parse(bundle)),
+        ("workflow properties", lambda: check_properties(bundle, Path(dataset_dir) if dataset_dir else None)),
+        ("network input/output", lambda: check_network_io(bundle, meta)),
+        ("TorchScript round trip", lambda: check_torchscript(bundle, meta)),
+    ]
+    passed = []
+    for name, step in steps:
+        step()
+        logger.info("ok: %s", name)
+        passed.append(name)
+    return passed
+
+
+check = verify_bundle
