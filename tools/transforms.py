@@ -6,9 +6,9 @@ from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import LoadImaged, MapTransform
 
-__all__ = ["CheckInputd"]
+__all__ = ["CheckInputd", "CheckedLoadImaged"]
 
 
 def _source(data: Mapping, key: Hashable) -> str:
@@ -68,3 +68,24 @@ class CheckInputd(MapTransform):
             if key in self.label_keys and not self.allow_empty_label and not bool((xt > 0).any()):
                 raise ValueError(f"{src}: mask '{key}' is empty (no foreground pixel); a training mask must not be.")
         return d
+
+
+class CheckedLoadImaged(LoadImaged):
+    """``monai.transforms.LoadImaged`` whose read errors name the file and say what is wrong.
+
+    MONAI passes reader errors through as they come: a truncated JPEG raises ``OSError: image file is truncated``
+    without the file's name, and a file no reader accepts raises "cannot find a suitable reader ... please install
+    the reader libraries", which sends users looking for a missing package when the file is corrupt. This
+    subclass re-raises both as ``ValueError("<file>: cannot be read ...")`` (the original error chained).
+    Arguments are those of ``LoadImaged``.
+    """
+
+    def __call__(self, data, reader=None):  # type: ignore[no-untyped-def]
+        try:
+            return super().__call__(data, reader)
+        except Exception as e:
+            names = [str(data[k]) for k in self.key_iterator(dict(data))]
+            raise ValueError(
+                f"{', '.join(names)}: cannot be read as an image or volume; the file may be corrupt, truncated or of "
+                f"an unsupported format ({type(e).__name__}: {str(e).splitlines()[0]})"
+            ) from e
