@@ -1,0 +1,70 @@
+"""``python -m tools verify`` passes on the shipped bundles and fails, naming the problem, on broken copies."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tools.verify import BundleCheckError, verify_bundle
+
+from conftest import BUNDLES
+
+BUNDLE = BUNDLES / "covid19_lesion_ct_rcbunetpp_segmentation"
+
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    dst = tmp_path / BUNDLE.name
+    shutil.copytree(BUNDLE, dst, ignore=shutil.ignore_patterns("eval", "*.ts", "resume_*"))
+    return dst
+
+
+def _edit_metadata(bundle, edit):
+    path = bundle / "configs" / "metadata.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_shipped_bundle_passes_every_check():
+    assert verify_bundle(BUNDLE) == [
+        "required files", "metadata schema and changelog", "configs parse", "workflow properties",
+        "network input/output", "TorchScript round trip",
+    ]
+
+
+def test_missing_weights_are_named(bundle_copy):
+    (bundle_copy / "models" / "model.pt").unlink()
+    with pytest.raises(BundleCheckError, match="models/model.pt"):
+        verify_bundle(bundle_copy)
+
+
+def test_version_without_changelog_entry_fails(bundle_copy):
+    _edit_metadata(bundle_copy, lambda m: m.update(version="9.9.9"))
+    with pytest.raises(BundleCheckError, match="9.9.9 has no entry in 'changelog'"):
+        verify_bundle(bundle_copy)
+
+
+def test_metadata_against_schema_names_the_missing_field(bundle_copy):
+    _edit_metadata(bundle_copy, lambda m: m.pop("numpy_version"))
+    with pytest.raises(BundleCheckError, match="numpy_version"):
+        verify_bundle(bundle_copy)
+
+
+def test_network_whose_output_shrinks_is_caught(bundle_copy):
+    # channels and dtype are right, so MONAI's verify_net_in_out passes; the spatial check must not
+    path = bundle_copy / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    config["network_def"] = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 3}
+    path.write_text(json.dumps(config))
+    with pytest.raises(BundleCheckError, match=r"network_def maps input \(1, 1, 32, 32\) to \(1, 1, 30, 30\)"):
+        verify_bundle(bundle_copy)
+
+
+def test_cli_exits_non_zero_with_message(bundle_copy):
+    (bundle_copy / "LICENSE").unlink()
+    proc = subprocess.run([sys.executable, "-m", "tools", "verify", str(bundle_copy)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "FAILED:" in proc.stderr and "LICENSE" in proc.stderr
