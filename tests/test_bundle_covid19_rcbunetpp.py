@@ -1,0 +1,171 @@
+"""The RCB-UNet++ COVID-19 bundle end to end on the CPU: train, resume, evaluate, infer on slices and CT volumes,
+and the errors bad input gets. Training runs a tiny network for one epoch on the bundle's six sample slices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+from monai.data import ITKReader
+from PIL import Image
+
+from conftest import BUNDLES
+
+BUNDLE = BUNDLES / "covid19_lesion_ct_rcbunetpp_segmentation"
+CONFIGS = BUNDLE / "configs"
+SAMPLE = BUNDLE / "sample_data"
+TINY = {"network_def#features": [4, 8, 8, 8, 8]}
+METRIC_NAMES = {
+    "dice", "iou", "precision", "sensitivity", "specificity", "accuracy", "mean_dice_256",
+    "mean_sensitivity_256", "mean_specificity_256", "mean_e_measure_256", "s_measure", "mae",
+}
+
+
+def _messages(exc: BaseException) -> str:
+    """All messages of an exception chain: the workflow wraps a transform's error in its own."""
+    out = []
+    while exc is not None:
+        out.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(out)
+
+
+def _train(out: Path, dataset_dir: Path = SAMPLE / "dataset", **override) -> None:
+    run(
+        "training", config_file=str(CONFIGS / "train.json"), logging_file=str(CONFIGS / "logging.conf"),
+        bundle_root=str(BUNDLE), dataset_dir=str(dataset_dir), output_dir=str(out), ckpt_dir=str(out / "models"),
+        **{"train#trainer#max_epochs": 1, "val_interval": 1, "train#handlers#-1#persist": False, **TINY, **override},
+    )
+
+
+def _infer(input_path, out: Path, **override) -> None:
+    run(
+        config_file=str(CONFIGS / "inference.json"), logging_file=str(CONFIGS / "logging.conf"),
+        bundle_root=str(BUNDLE), input=str(input_path), output_dir=str(out), **override,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    _train(out)
+    return out
+
+
+def test_every_config_instantiates_its_workflow_objects():
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(SAMPLE / "dataset"), **TINY})
+    assert parser.get_parsed_content("validate#evaluator") is not None
+    assert parser["training"] == "@run"  # MONAI Label runs the id "run"; "training" is the same list
+    infer = ConfigParser()
+    infer.read_config(str(CONFIGS / "inference.json"))
+    infer.update({"bundle_root": str(BUNDLE)})
+    assert infer.get_parsed_content("evaluator") is not None
+
+
+def test_one_epoch_of_training_writes_best_iou_checkpoint_and_logs(trained):
+    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("heads.") for k in state)  # weights only: no optimizer state in model.pt
+    assert not any("optimizer" in k for k in state)
+    assert list(trained.glob("resume_checkpoint_epoch=1.pt"))
+    assert list(trained.glob("events.out.tfevents.*"))
+    assert "val_iou" in (trained / "log.txt").read_text()
+
+
+def test_training_resumes_from_checkpoint(trained, tmp_path):
+    resume = next(trained.glob("resume_checkpoint_epoch=1.pt"))
+    _train(tmp_path, resume_from=str(resume), **{"train#trainer#max_epochs": 2})
+    log = (tmp_path / "log.txt").read_text()
+    assert "Restored all variables" in log
+    assert "Epoch[2] Complete" in log and "Epoch[1] Complete" not in log
+    assert list(tmp_path.glob("resume_checkpoint_epoch=2.pt"))
+
+
+def test_training_names_a_slice_whose_mask_is_empty(tmp_path):
+    data = tmp_path / "data"
+    for sub in ("Imgs", "GT"):
+        (data / sub).mkdir(parents=True)
+        for f in (SAMPLE / "dataset" / sub).iterdir():
+            (data / sub / f.name).write_bytes(f.read_bytes())
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(data / "GT" / "0.png")
+    with pytest.raises(Exception) as e:
+        _train(tmp_path / "out", dataset_dir=data)
+    assert "0.png: mask 'label' is empty" in _messages(e.value)
+
+
+def test_evaluating_writes_metrics_json_and_per_image_csv(trained, tmp_path):
+    run(
+        "evaluating", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE), dataset_dir=str(SAMPLE / "dataset"),
+        output_dir=str(tmp_path), checkpoint=str(trained / "models" / "model.pt"), **TINY,
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == METRIC_NAMES | {"n_images"}
+    assert metrics["n_images"] == 6
+    assert all(0.0 <= metrics[k] <= 1.0 for k in METRIC_NAMES - {"mean_e_measure_256"})
+    assert len((tmp_path / "per_image.csv").read_text().strip().splitlines()) == 7
+
+
+def test_inference_on_slices_writes_masks_of_each_slice_size(tmp_path):
+    _infer(SAMPLE / "dataset" / "Imgs", tmp_path)
+    for img in (SAMPLE / "dataset" / "Imgs").iterdir():
+        mask = Image.open(tmp_path / f"{img.stem}_mask.png")
+        assert mask.size == Image.open(img).size
+        assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+def test_inference_on_nifti_volume_keeps_shape_and_affine(tmp_path):
+    src = SAMPLE / "ct" / "example_ct_sm.nii.gz"
+    _infer(src, tmp_path)
+    ref, out = nib.load(src), nib.load(tmp_path / "example_ct_sm_mask.nii.gz")
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1}
+
+
+def test_inference_on_dicom_series_keeps_series_geometry(data_root, tmp_path):
+    series = data_root / "ct_volumes_totalsegmentator" / "reference_files" / "example_ct_dicom"
+    _infer(series, tmp_path)
+    out = nib.load(tmp_path / "example_ct_dicom_mask.nii.gz")
+    img = ITKReader().read(str(series))
+    _, meta = ITKReader().get_data(img)
+    assert out.shape == tuple(int(s) for s in meta["spatial_shape"])
+    np.testing.assert_allclose(out.affine, np.asarray(meta["affine"]), atol=1e-3)
+    # TotalSegmentator's NIfTI of the same series (other axis order) describes the same voxel grid.
+    ref = nib.load(series.parent / "example_seg_dicom.nii.gz")
+    np.testing.assert_allclose(nib.as_closest_canonical(out).affine, nib.as_closest_canonical(ref).affine, atol=1e-3)
+    assert nib.as_closest_canonical(out).shape == nib.as_closest_canonical(ref).shape
+
+
+def test_inference_names_a_truncated_slice_and_writes_nothing(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "9.jpg").write_bytes((SAMPLE / "dataset" / "Imgs" / "1.jpg").read_bytes()[:3000])
+    with pytest.raises(Exception) as e:
+        _infer(src, tmp_path / "out")
+    assert "9.jpg: cannot be read" in _messages(e.value)
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_inference_rejects_a_2d_nifti_as_volume(tmp_path):
+    path = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((32, 32), np.int16), np.eye(4)), path)
+    with pytest.raises(Exception) as e:
+        _infer(path, tmp_path / "out")
+    assert "flat.nii.gz: 'image' has 2 spatial dimensions" in _messages(e.value)
+
+
+def test_inference_rejects_a_volume_with_nan(tmp_path):
+    path = tmp_path / "nan.nii.gz"
+    vol = np.full((16, 16, 4), -500.0, np.float32)
+    vol[3, 3, 1] = np.nan
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), path)
+    with pytest.raises(Exception) as e:
+        _infer(path, tmp_path / "out")
+    assert "nan.nii.gz: 'image' holds NaN" in _messages(e.value)
