@@ -15,6 +15,8 @@ from monai.data import ITKReader, NibabelReader, PILReader
 from monai.transforms import (
     AsDiscreted,
     Compose,
+    CropForegroundd,
+    DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
     Orientationd,
@@ -25,7 +27,7 @@ from monai.transforms import (
 )
 
 from tools.io import AtomicNibabelWriter, AtomicPILWriter
-from tools.transforms import CheckedLoadImaged, CheckInputd
+from tools.transforms import CheckedLoadImaged, CheckInputd, LungRegiond
 
 __all__ = ["grey_reader", "slice_loading", "slice_inference_preprocessing", "ct_volume_preprocessing", "mask_saver"]
 
@@ -76,6 +78,8 @@ def ct_volume_preprocessing(
     device: torch.device | str = "cpu",
     dicom: bool = False,
     channels: int = 1,
+    lung_crop: bool = True,
+    crop_margin: Sequence[int] = (8, 8, 0),
 ) -> Compose:
     """Inference chain for CT volumes in HU: read, orient, window, resize axial slices to the training size.
 
@@ -88,6 +92,10 @@ def ct_volume_preprocessing(
             run on the GPU).
         dicom: read a DICOM series folder with MONAI's ``ITKReader`` (else ``NibabelReader`` for NIfTI).
         channels: network input channels (the grey channel is repeated).
+        lung_crop: crop the volume to the bounding box of a rough lung region of interest
+            (:class:`tools.transforms.LungRegiond`) before resizing, as the training slices are cropped to the
+            thorax; slices outside the box get no lesion.
+        crop_margin: margin of that box in voxels along each axis.
 
     The chain is invertible (``Invertd``) back to the input's shape and affine.
     """
@@ -98,6 +106,14 @@ def ct_volume_preprocessing(
         CheckInputd(keys="image", spatial_dims=3, channels={"image": (1,)}),
         EnsureTyped(keys="image", dtype=torch.float32, device=device),
         Orientationd(keys="image", axcodes=axcodes),
+    ]
+    if lung_crop:
+        out += [
+            LungRegiond(keys="image", roi_key="lung_roi"),
+            CropForegroundd(keys="image", source_key="lung_roi", margin=list(crop_margin), allow_smaller=True),
+            DeleteItemsd(keys="lung_roi"),
+        ]
+    out += [
         ScaleIntensityRanged(keys="image", a_min=float(hu_window[0]), a_max=float(hu_window[1]),
                              b_min=0.0, b_max=1.0, clip=True),
         Resized(keys="image", spatial_size=[*spatial_size, -1], mode="bilinear"),
