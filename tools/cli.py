@@ -7,6 +7,10 @@ Commands:
     hu_window IMAGE_DIR           estimate the HU window of 8-bit lung-windowed slices
     benchmark BUNDLE_DIR INPUT [--output_json F] [--repeats N]
                                   time the bundle's inference on INPUT, write the results file
+    compare BUNDLE_DIR [--variants "['a','b']"] [--max_epochs N] [--output_dir OUT] [--dataset_dir DIR]
+            [--overrides JSON] [--reuse]
+                                  train the bundle's network and its baselines (configs/baselines/*.json) the
+                                  same way, evaluate each on the validation split, write OUT/comparison.{json,md}
 """
 
 from __future__ import annotations
@@ -52,4 +56,41 @@ def benchmark(bundle_dir: str, input: str, output_json: str | None = None, repea
     return json.dumps(benchmark_inference(bundle_dir, input, output_json, repeats), indent=2)
 
 
-COMMANDS = {"verify": verify, "export": export, "hu_window": hu_window, "benchmark": benchmark}
+def _json_words(value):
+    """``"true"``/``"false"``/``"null"`` (JSON words that fire leaves as strings) -> True/False/None, recursively."""
+    if isinstance(value, dict):
+        return {k: _json_words(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_words(v) for v in value]
+    return {"true": True, "false": False, "null": None}.get(value, value) if isinstance(value, str) else value
+
+
+def compare(
+    bundle_dir: str,
+    variants: list[str] | str | None = None,
+    max_epochs: int | None = None,
+    output_dir: str | None = None,
+    dataset_dir: str | None = None,
+    overrides: dict | str | None = None,
+    reuse: bool = False,
+) -> str:
+    """Train and evaluate the bundle's variants (``tools.compare.compare_variants``); print the markdown table.
+
+    ``--overrides`` is a JSON file, or an inline JSON object / Python dict literal (fire parses it as a Python
+    literal, so the JSON words ``true``, ``false`` and ``null`` arrive as strings and are converted back here).
+    Exits 1 with a message on an unknown variant, bad overrides or a run that saved no checkpoint.
+    """
+    from tools.compare import CompareError, compare_variants
+
+    if isinstance(overrides, dict):
+        overrides = _json_words(overrides)
+    try:
+        result = compare_variants(bundle_dir, variants=variants, output_dir=output_dir, max_epochs=max_epochs,
+                                  dataset_dir=dataset_dir, overrides=overrides, reuse=reuse)
+    except CompareError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    return result["table"]
+
+
+COMMANDS = {"verify": verify, "export": export, "hu_window": hu_window, "benchmark": benchmark, "compare": compare}

@@ -17,7 +17,10 @@ import jsonschema
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
 
-__all__ = ["BundleCheckError", "REQUIRED_FILES", "SCHEMA_PATH", "verify_bundle", "export_torchscript", "check"]
+__all__ = [
+    "BundleCheckError", "REQUIRED_FILES", "SCHEMA_PATH", "verify_bundle", "verify_dataset_dir", "export_torchscript",
+    "check",
+]
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
 REQUIRED_FILES = (
@@ -81,11 +84,32 @@ def check_configs_parse(bundle: Path) -> None:
             raise BundleCheckError(f"{path}: does not parse as a MONAI bundle config: {e}.") from e
 
 
+def verify_dataset_dir(bundle: Path) -> Path:
+    """The data the train workflow's properties are checked with: the ``verify_dataset_dir`` id of the bundle's
+    ``train.json`` when it has one (evaluated with ``bundle_root`` set to ``bundle``; lets a bundle reuse another
+    bundle's sample data), else ``<bundle>/sample_data/dataset``.
+
+    Raises:
+        BundleCheckError: if ``verify_dataset_dir`` names something that is not a folder.
+    """
+    train = bundle / "configs" / "train.json"
+    parser = ConfigParser()
+    parser.read_config(str(train))
+    if "verify_dataset_dir" not in parser:
+        return bundle / "sample_data" / "dataset"
+    parser["bundle_root"] = str(bundle)
+    path = Path(parser.get_parsed_content("verify_dataset_dir"))
+    if not path.is_dir():
+        raise BundleCheckError(f"{train}: verify_dataset_dir {path} is not a folder.")
+    return path
+
+
 def check_properties(bundle: Path, dataset_dir: Path | None = None) -> None:
     """``check_properties`` of the train and infer workflows (MONAI instantiates each property to check it, so
-    the train workflow reads ``dataset_dir``: the bundle's small ``sample_data/dataset`` by default)."""
+    the train workflow reads ``dataset_dir``: by default :func:`verify_dataset_dir`, the bundle's small
+    ``sample_data/dataset`` unless its ``train.json`` names another folder)."""
     configs = _configs(bundle)
-    dataset_dir = dataset_dir or bundle / "sample_data" / "dataset"
+    dataset_dir = dataset_dir or verify_dataset_dir(bundle)
     meta = str(bundle / "configs" / "metadata.json")
     logging_file = str(bundle / "configs" / "logging.conf")
     for name, wtype in (("train", "train"), ("inference", "infer")):
@@ -171,8 +195,9 @@ def check_torchscript(bundle: Path, meta: dict, atol: float = 1e-4) -> None:
 def verify_bundle(bundle_dir: str | Path, dataset_dir: str | Path | None = None) -> list[str]:
     """Run every check on a bundle; return the names of the checks passed.
 
-    ``dataset_dir`` is the data the train workflow's properties are instantiated with (default: the bundle's
-    ``sample_data/dataset``, a few real cases in the bundle's training layout).
+    ``dataset_dir`` is the data the train workflow's properties are instantiated with (default: the
+    ``verify_dataset_dir`` id of the bundle's ``train.json`` when present, else the bundle's ``sample_data/dataset``;
+    a few real cases in the bundle's training layout).
 
     Raises:
         BundleCheckError: at the first failing check, naming the file and the problem.
