@@ -4,6 +4,8 @@ Commands:
     verify BUNDLE_DIR             offline checks of a bundle (exit 1 with a message on the first failure)
     export BUNDLE_DIR [--filepath F]
                                   TorchScript export of models/model.pt through MONAI's ckpt_export
+    compact SRC DST [--dtype float16]
+                                  ship weights compactly: the state dict alone, in half precision
     hu_window IMAGE_DIR           estimate the HU window of 8-bit lung-windowed slices
     benchmark BUNDLE_DIR INPUT [--output_json F] [--repeats N]
                                   time the bundle's inference on INPUT, write the results file
@@ -93,4 +95,11 @@ def compare(
     return result["table"]
 
 
-COMMANDS = {"verify": verify, "export": export, "hu_window": hu_window, "benchmark": benchmark, "compare": compare}
+def compact(src: str, dst: str, dtype: str = "float16") -> str:
+    """Write ``src``'s network weights to ``dst`` compactly (weights only, half precision)."""
+    from tools.weights import compact_weights
+
+    return json.dumps(compact_weights(src, dst, dtype))
+
+
+COMMANDS = {"compact": compact, "verify": verify, "export": export, "hu_window": hu_window, "benchmark": benchmark, "compare": compare}
