@@ -169,3 +169,15 @@ def test_inference_rejects_a_volume_with_nan(tmp_path):
     with pytest.raises(Exception) as e:
         _infer(path, tmp_path / "out")
     assert "nan.nii.gz: 'image' holds NaN" in _messages(e.value)
+
+
+def test_evaluating_the_validation_split_from_seg_data_root(data_root, tmp_path, monkeypatch):
+    # no dataset_dir override: the data root comes from the environment, as documented
+    monkeypatch.setenv("SEG_DATA_ROOT", str(data_root))
+    run(
+        "evaluating", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE), eval_split="validation",
+        output_dir=str(tmp_path),
+    )
+    rows = (tmp_path / "per_image.csv").read_text().strip().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == ["1.png", "24.png", "39.png", "46.png", "53.png"]
