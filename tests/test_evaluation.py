@@ -10,7 +10,8 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from tools.evaluation import SegmentationMetricsSaver, atomic_write_text, binary_metrics, image_metrics
+from tools.evaluation import SegmentationMetricsSaver, binary_metrics, image_metrics
+from tools.io import atomic_write_text
 
 # 4x4 ground truth with 4 foreground pixels; prediction hits 3, adds 1 false positive: TP 3, FP 1, FN 1, TN 11.
 GT = np.zeros((4, 4), bool)
@@ -86,7 +87,7 @@ def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path, monkeypatch):
     def boom(*_):
         raise OSError("disk full")
 
-    monkeypatch.setattr("tools.evaluation.os.replace", boom)
+    monkeypatch.setattr("tools.io.os.replace", boom)
     with pytest.raises(OSError):
         atomic_write_text(target, "new")
     assert target.read_text() == "old"

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigWorkflow
 
-from tools.evaluation import atomic_write_text
+from tools.io import atomic_write_text
 
 __all__ = ["benchmark_inference"]
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from tools.evaluation import atomic_write_text
+from tools.io import atomic_write_text
 
 __all__ = ["CompareError", "TABLE_COLUMNS", "bundle_variants", "compare_variants", "comparison_table"]
 

@@ -7,11 +7,10 @@ confusion-matrix functions; Inf-Net's threshold-averaged metrics from :mod:`tool
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import torch
 from monai.metrics import compute_confusion_matrix_metric, get_confusion_matrix
 from monai.utils import CommonKeys
 
+from tools.io import atomic_write_text
 from tools.metrics.infnet import infnet_image_metrics
 
-__all__ = ["BINARY_METRICS", "binary_metrics", "image_metrics", "SegmentationMetricsSaver", "atomic_write_text"]
+__all__ = ["BINARY_METRICS", "binary_metrics", "image_metrics", "SegmentationMetricsSaver"]
 
 # metric name in metrics.json -> name in monai.metrics.compute_confusion_matrix_metric
 BINARY_METRICS = {
@@ -83,20 +83,6 @@ def image_metrics(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> d
     out = binary_metrics(prob >= threshold, gt)
     out.update(infnet_image_metrics(prob, gt))
     return out
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _squeeze2d(x, name: str, source: str) -> np.ndarray:
@@ -177,17 +163,11 @@ class SegmentationMetricsSaver:
             raise ValueError("the evaluator saw no image: nothing to write.")
         summary = self.summary()
         atomic_write_text(self.output_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
-        fields = list(self.rows[0])
-        lines: list[str] = []
-
-        class _Sink:
-            def write(self, s: str) -> None:
-                lines.append(s)
-
-        writer = csv.DictWriter(_Sink(), fieldnames=fields)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]))
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write_text(self.output_dir / "per_image.csv", "".join(lines))
+        atomic_write_text(self.output_dir / "per_image.csv", buffer.getvalue())
         self.logger.info(
             "metrics of %d images written to %s: %s",
             len(self.rows),

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from tools.io import atomic_path
+
 __all__ = ["compact_weights"]
 
 
@@ -39,8 +41,7 @@ def compact_weights(src: str | Path, dst: str | Path, dtype: str = "float16", ke
     target = getattr(torch, dtype)
     out = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
     dst = Path(dst)
-    tmp = dst.with_name(f".partial-{dst.name}")
-    torch.save(out, tmp)
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        torch.save(out, tmp)
     return {"tensors": len(out), "parameters": sum(v.numel() for v in out.values() if v.is_floating_point()),
             "bytes": dst.stat().st_size}
