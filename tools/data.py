@@ -40,8 +40,7 @@ _NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
 
 def _natural_key(path: Path) -> tuple:
-    stem = path.name.split(".")[0]
-    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+    return _natural_name_key(path.name)
 
 
 def _has_ext(path: Path, exts: tuple[str, ...]) -> bool:
