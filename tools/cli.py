@@ -7,6 +7,8 @@ Commands:
     compact SRC DST [--dtype float16]
                                   ship weights compactly: the state dict alone, in half precision
     hu_window IMAGE_DIR           estimate the HU window of 8-bit lung-windowed slices
+    channel_stats BUNDLE_DIR [--dataset_dir DIR]
+                                  per-channel mean and std of an RGB bundle's training split (its normalisation)
     benchmark BUNDLE_DIR INPUT [--output_json F] [--repeats N]
                                   time the bundle's inference on INPUT, write the results file
     compare BUNDLE_DIR [--variants "['a','b']"] [--max_epochs N] [--output_dir OUT] [--dataset_dir DIR]
@@ -49,6 +51,13 @@ def hu_window(image_dir: str, lung_hu: float = -850.0, tissue_hu: float = 40.0) 
     from tools.hu_window import estimate_hu_window
 
     return json.dumps(estimate_hu_window(image_dir, lung_hu, tissue_hu))
+
+
+def channel_stats(bundle_dir: str, dataset_dir: str | None = None) -> str:
+    """Print the per-channel mean and std of the RGB images of the bundle's training split as JSON."""
+    from tools.rgb_pipelines import bundle_channel_stats
+
+    return json.dumps(bundle_channel_stats(bundle_dir, dataset_dir))
 
 
 def benchmark(bundle_dir: str, input: str, output_json: str | None = None, repeats: int = 3) -> str:  # noqa: A002
@@ -102,4 +111,5 @@ def compact(src: str, dst: str, dtype: str = "float16") -> str:
     return json.dumps(compact_weights(src, dst, dtype))
 
 
-COMMANDS = {"compact": compact, "verify": verify, "export": export, "hu_window": hu_window, "benchmark": benchmark, "compare": compare}
+COMMANDS = {"compact": compact, "verify": verify, "export": export, "hu_window": hu_window, "benchmark": benchmark, "compare": compare,
+            "channel_stats": channel_stats}

@@ -30,6 +30,8 @@ class CheckInputd(MapTransform):
         label_keys: keys holding masks.
         allow_empty_label: accept an all-zero mask (evaluation sets may hold slices without a lesion; training
             masks that are empty usually mean a wrong or broken file).
+        same_spatial_shape: require every checked key to have the spatial shape of the first one (an image and
+            its mask must cover the same pixels; otherwise resizing would silently pair them anyway).
 
     Raises:
         ValueError: naming the file and what is wrong.
@@ -43,8 +45,10 @@ class CheckInputd(MapTransform):
         label_keys: KeysCollection = (),
         allow_empty_label: bool = False,
         allow_missing_keys: bool = False,
+        same_spatial_shape: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.same_spatial_shape = same_spatial_shape
         self.spatial_dims = spatial_dims
         self.channels = dict(channels or {})
         self.label_keys = {label_keys} if isinstance(label_keys, str) else set(label_keys)
@@ -52,8 +56,17 @@ class CheckInputd(MapTransform):
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
+        first: tuple | None = None
         for key in self.key_iterator(d):
             x, src = d[key], _source(d, key)
+            if self.same_spatial_shape:
+                if first is None:
+                    first = (key, tuple(x.shape[1:]), src)
+                elif tuple(x.shape[1:]) != first[1]:
+                    raise ValueError(
+                        f"{src}: '{key}' has spatial shape {tuple(x.shape[1:])} but '{first[0]}' ({first[2]}) has "
+                        f"{first[1]}; an image and its mask must have the same size."
+                    )
             if x.ndim != self.spatial_dims + 1:
                 raise ValueError(
                     f"{src}: '{key}' has {x.ndim - 1} spatial dimensions (shape {tuple(x.shape)} channel-first); "
