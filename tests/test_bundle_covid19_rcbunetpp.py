@@ -112,6 +112,21 @@ def test_evaluating_writes_metrics_json_and_per_image_csv(trained, tmp_path):
     assert len((tmp_path / "per_image.csv").read_text().strip().splitlines()) == 7
 
 
+def test_evaluating_a_folder_smaller_than_the_validation_split(tmp_path):
+    # 2 slices, fewer than val_count + 1: the training split cannot be drawn, and evaluating a folder must not need it
+    data = tmp_path / "data"
+    for sub in ("Imgs", "GT"):
+        (data / sub).mkdir(parents=True)
+        for f in sorted((SAMPLE / "dataset" / sub).iterdir())[:2]:
+            (data / sub / f.name).write_bytes(f.read_bytes())
+    run(
+        "evaluating", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE), dataset_dir=str(data),
+        output_dir=str(tmp_path / "eval"),
+    )
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n_images"] == 2
+
+
 def test_inference_on_slices_writes_masks_of_each_slice_size(tmp_path):
     _infer(SAMPLE / "dataset" / "Imgs", tmp_path)
     for img in (SAMPLE / "dataset" / "Imgs").iterdir():

@@ -120,8 +120,9 @@ def test_training_config_is_the_papers(bundle):
 
 
 def test_polyp_split_is_by_clip_and_skin_split_by_image():
-    assert "clip_split" in _parser(POLYP, ["train.json"])["split"]
-    assert "split_datalist" in _parser(SKIN, ["train.json"])["split"]
+    assert "clip_split" in _parser(POLYP, ["train.json"])["make_split"]
+    assert "split_datalist" in _parser(SKIN, ["train.json"])["make_split"]
+    assert all(_parser(b, ["train.json"])["split"] == "$@make_split()" for b in IACNN_BUNDLES)
     train, val = _parser(POLYP, ["train.json"], dataset_dir=str(_sample(POLYP))).get_parsed_content("split")
     assert len(train) + len(val) == 6 and {Path(d["image"]).name for d in val}.isdisjoint(Path(d["image"]).name for d in train)
 
@@ -164,6 +165,21 @@ def test_evaluating_pairs_tif_images_with_suffixed_png_masks(trained, tmp_path, 
     n = _copy_pairs(bundle, tmp_path / "data", "images", "masks", lambda s: f"{s}{suffix}.png", image_ext=".tif")
     metrics = _evaluate(bundle, tmp_path / "data", tmp_path / "eval", out / "models" / "model.pt")
     assert metrics["n_images"] == n
+
+
+@pytest.mark.parametrize("bundle", IACNN_BUNDLES, ids=lambda b: b.name.split("_")[0])
+def test_evaluating_a_folder_too_small_for_the_training_split(bundle, tmp_path):
+    # one image, not named by a CVC-ClinicDB frame number: the training split (clips / a validation fraction) cannot be
+    # drawn from it, and evaluating a folder must not need it
+    from tools.data import paired_datalist
+
+    first = paired_datalist(_sample(bundle))[0]
+    data = tmp_path / "data"
+    for sub, key in (("images", "image"), ("masks", "label")):
+        (data / sub).mkdir(parents=True)
+        shutil.copy(first[key], data / sub / f"case_a{Path(first[key]).suffix}")
+    metrics = _evaluate(bundle, data, tmp_path / "eval")  # the shipped weights
+    assert metrics["n_images"] == 1
 
 
 def test_skin_bundle_evaluates_the_isic2018_task1_layout(tmp_path):
