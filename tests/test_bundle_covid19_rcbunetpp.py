@@ -24,6 +24,8 @@ METRIC_NAMES = {
     "dice", "iou", "precision", "sensitivity", "specificity", "accuracy", "mean_dice_256",
     "mean_sensitivity_256", "mean_specificity_256", "mean_e_measure_256", "s_measure", "mae",
 }
+# metrics.json beside the means: their bootstrap intervals, the image count, and the protocol's named choices
+SUMMARY_KEYS = {"n_images", "ci_method", "infnet_emeasure_op", "infnet_quantised_8bit"} | {f"{k}_ci95" for k in METRIC_NAMES}
 
 
 def _messages(exc: BaseException) -> str:
@@ -106,7 +108,7 @@ def test_evaluating_writes_metrics_json_and_per_image_csv(trained, tmp_path):
         output_dir=str(tmp_path), checkpoint=str(trained / "models" / "model.pt"), **TINY,
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == METRIC_NAMES | {"n_images"}
+    assert set(metrics) == METRIC_NAMES | SUMMARY_KEYS
     assert metrics["n_images"] == 6
     assert all(0.0 <= metrics[k] <= 1.0 for k in METRIC_NAMES - {"mean_e_measure_256"})
     assert len((tmp_path / "per_image.csv").read_text().strip().splitlines()) == 7

@@ -22,7 +22,7 @@ from custom_networks.nets import ResAttUNet
 from tools.verify import BundleCheckError, verify_bundle, verify_dataset_dir
 
 from conftest import BUNDLES
-from test_bundle_covid19_rcbunetpp import METRIC_NAMES
+from test_bundle_covid19_rcbunetpp import METRIC_NAMES, SUMMARY_KEYS
 from test_resattunet import fake_torchvision_resnet34
 
 BUNDLE = BUNDLES / "covid19_lesion_ct_resattunet_segmentation"
@@ -152,7 +152,7 @@ def test_evaluating_writes_the_shared_metric_names_on_the_validation_split(train
         val_count=2, **TINY,
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == METRIC_NAMES | {"n_images"}
+    assert set(metrics) == METRIC_NAMES | SUMMARY_KEYS
     assert metrics["n_images"] == 2
     assert len((tmp_path / "per_image.csv").read_text().strip().splitlines()) == 3
 

@@ -30,6 +30,7 @@ TINY = {"channels": [4, 8, 8, 16, 16], "spatial_size": [64, 64]}
 # small sample sets: the polyp bundle's 6 frames come from 6 clips, the skin bundle's 4 images are one lesion each
 SMALL_SPLIT = {POLYP: {"n_val_clips": 2}, SKIN: {"val_fraction": 0.25}}
 METRIC_NAMES = {"dice", "iou", "precision", "sensitivity", "specificity", "accuracy"}
+SUMMARY_KEYS = {"n_images", "ci_method"} | {f"{k}_ci95" for k in METRIC_NAMES}  # beside the means in metrics.json
 BASELINES = {"unet": BasicUNet, "res_unet": UNet, "attention_unet": AttentionUnet}
 
 
@@ -152,7 +153,7 @@ def test_one_epoch_of_training_writes_best_validation_checkpoint_and_logs(traine
 def test_evaluating_images_masks_folder_writes_the_papers_metrics(trained, tmp_path):
     bundle, out = trained
     metrics = _evaluate(bundle, _sample(bundle), tmp_path, out / "models" / "model.pt")
-    assert set(metrics) == METRIC_NAMES | {"n_images"}
+    assert set(metrics) == METRIC_NAMES | SUMMARY_KEYS
     assert metrics["n_images"] == len(list((_sample(bundle) / "images").iterdir()))
     assert all(0.0 <= metrics[k] <= 1.0 for k in METRIC_NAMES)
     rows = (tmp_path / "per_image.csv").read_text().strip().splitlines()

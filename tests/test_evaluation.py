@@ -52,19 +52,93 @@ def _engine(items):
     return SimpleNamespace(state=SimpleNamespace(output=items))
 
 
-def test_metrics_saver_writes_flat_means_and_one_row_per_image(tmp_path):
-    saver = SegmentationMetricsSaver(tmp_path)
-    for name, pred in (("a.png", PRED), ("b.png", GT)):
-        label = MetaTensor(torch.as_tensor(GT[None]).float(), meta={"filename_or_obj": f"/x/{name}"})
-        saver.iteration_completed(_engine([{"pred": torch.as_tensor(pred[None]).float(), "label": label}]))
+def _item(pred, gt, name):
+    label = MetaTensor(torch.as_tensor(gt[None]).float(), meta={"filename_or_obj": f"/x/{name}"})
+    return {"pred": torch.as_tensor(pred[None]).float(), "label": label}
+
+
+def _strict_loads(text: str):
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _saved(tmp_path, pairs, **kwargs) -> dict:
+    saver = SegmentationMetricsSaver(tmp_path, **kwargs)
+    for name, pred, gt in pairs:
+        saver.iteration_completed(_engine([_item(pred, gt, name)]))
     saver.completed(None)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    return _strict_loads((tmp_path / "metrics.json").read_text())
+
+
+def test_metrics_saver_writes_flat_means_and_one_row_per_image(tmp_path):
+    metrics = _saved(tmp_path, [("a.png", PRED, GT), ("b.png", GT, GT)])
     assert metrics["n_images"] == 2
     assert metrics["dice"] == pytest.approx((0.75 + 1.0) / 2)
-    assert all(isinstance(v, (int, float)) for v in metrics.values())
     rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
     assert [r["image"] for r in rows] == ["a.png", "b.png"]
     assert float(rows[0]["iou"]) == pytest.approx(0.6)
+
+
+def test_metrics_saver_writes_the_interval_after_every_mean_and_how_it_was_computed(tmp_path):
+    metrics = _saved(tmp_path, [("a.png", PRED, GT), ("b.png", GT, GT)])
+    names = [k for k in metrics if isinstance(metrics[k], float)]
+    assert {"dice", "iou", "mean_dice_256", "s_measure", "mae"} <= set(names)
+    keys = list(metrics)
+    for name in names:
+        assert keys[keys.index(name) + 1] == f"{name}_ci95"
+    # two images: the resampled means are a, (a+b)/2 and b, so the 95% interval spans the two Dice values
+    assert metrics["dice_ci95"] == [0.75, 1.0]
+    assert '\n  "dice_ci95": [0.75, 1.0],\n' in (tmp_path / "metrics.json").read_text()  # one key a line
+    assert metrics["ci_method"].startswith("95% percentile bootstrap (scipy.stats.bootstrap) of the mean over images")
+    assert "10000 resamples, seed 0" in metrics["ci_method"]
+
+
+def test_metrics_json_is_strict_with_null_for_a_metric_undefined_on_every_image(tmp_path):
+    empty = np.zeros((4, 4), bool)  # empty ground truth: sensitivity is 0/0 on both images
+    metrics = _saved(tmp_path, [("a.png", PRED, empty), ("b.png", empty, empty)])
+    assert metrics["sensitivity"] is None and metrics["sensitivity_ci95"] is None
+    assert metrics["specificity"] == pytest.approx((12 / 16 + 1.0) / 2)  # PRED has 4 false positives
+    rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
+    assert [r["sensitivity"] for r in rows] == ["nan", "nan"]  # per_image.csv keeps nan (float() reads it)
+
+
+def test_metrics_saver_refuses_to_write_nan_even_from_a_custom_metric(tmp_path, monkeypatch):
+    saver = SegmentationMetricsSaver(tmp_path, metrics_fn=lambda p, g: {"odd": 0.5})
+    saver.iteration_completed(_engine([_item(PRED, GT, "a.png")]))
+    monkeypatch.setattr(saver, "summary", lambda: {"odd": math.nan})
+    with pytest.raises(ValueError, match="JSON"):
+        saver.completed(None)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_metrics_saver_names_the_infnet_protocol_choices(tmp_path):
+    pairs = [("a.png", PRED, GT), ("b.png", GT, GT)]
+    default = _saved(tmp_path / "default", pairs)
+    assert default["infnet_emeasure_op"] == ">" and default["infnet_quantised_8bit"] is True
+    other = _saved(tmp_path / "other", pairs, infnet_emeasure_op="ge", infnet_quantise_8bit=False)
+    assert other["infnet_emeasure_op"] == ">=" and other["infnet_quantised_8bit"] is False
+
+
+def test_metrics_saver_with_custom_metrics_names_no_infnet_choice(tmp_path):
+    metrics = _saved(tmp_path, [("a.png", PRED, GT)], metrics_fn=lambda p, g: binary_metrics(p >= 0.5, g))
+    assert not any(k.startswith("infnet_") for k in metrics)
+    assert metrics["dice"] == pytest.approx(0.75) and metrics["dice_ci95"] is None  # one image: no interval
+
+
+def test_metrics_saver_rejects_unknown_emeasure_op(tmp_path):
+    with pytest.raises(ValueError, match="infnet_emeasure_op"):
+        SegmentationMetricsSaver(tmp_path, infnet_emeasure_op=">")
+
+
+def test_image_metrics_passes_the_infnet_choices_on():
+    prob = np.where(GT, 0.9, 0.1)
+    prob[3, 3] = 0.3
+    quantised = image_metrics(prob, GT)
+    float_map = image_metrics(prob, GT, infnet_quantise_8bit=False)
+    assert quantised["dice"] == float_map["dice"]  # the binary metrics always use the float map
+    assert quantised["mean_dice_256"] != float_map["mean_dice_256"]
 
 
 def test_metrics_saver_names_image_whose_prediction_size_differs(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tools.metrics.infnet import (
+    EMEASURE_OPS,
     EPS,
     THRESHOLDS,
     _centroid,
@@ -18,6 +19,7 @@ from tools.metrics.infnet import (
     _s_region,
     e_measure,
     infnet_image_metrics,
+    infnet_png_roundtrip,
     mae,
     minmax_normalise,
     s_measure,
@@ -35,7 +37,7 @@ IDX_HALF = 127
 # --------------------------------------------------------------------------- naive reference
 
 
-def _naive_curves(pred, gt):
+def _naive_curves(pred, gt, emeasure_op="gt"):
     """Straight per-threshold loop transcribing main.m / Fmeasure_calu.m / Enhancedmeasure.m."""
     gt = gt.astype(bool)
     n = gt.size
@@ -57,7 +59,7 @@ def _naive_curves(pred, gt):
             dice = 2 * num_and / (num_obj + num_rec)
         out["dice"][i], out["sensitivity"][i], out["specificity"][i] = dice, sens, spec
 
-        fm = (pred > t).astype(float)
+        fm = ((pred > t) if emeasure_op == "gt" else (pred >= t)).astype(float)
         dgt = gt.astype(float)
         if dgt.sum() == 0:
             enh = 1.0 - fm
@@ -155,6 +157,41 @@ def test_curves_use_ge_for_dice_and_strict_gt_for_e_measure():
     assert curves["e_measure"][0] == pytest.approx(16 * 0.25 / 15, rel=1e-12)
 
 
+def test_curves_e_measure_ge_binarises_like_dice_as_main_m_since_e723632():
+    # pred == 1 exactly: ">= 1" selects the object for the E-measure too -> perfect score N/(N-1).
+    curves = threshold_curves(GT4.astype(float), GT4, emeasure_threshold_op="ge")
+    assert curves["e_measure"][0] == pytest.approx(16 / 15, rel=1e-12)
+
+
+def test_emeasure_op_changes_only_the_e_measure():
+    gt_op = threshold_curves(_pred4(), GT4, "gt")
+    ge_op = threshold_curves(_pred4(), GT4, "ge")
+    for key in ("dice", "sensitivity", "specificity"):
+        np.testing.assert_array_equal(gt_op[key], ge_op[key])
+    assert not np.array_equal(gt_op["e_measure"], ge_op["e_measure"])
+    assert EMEASURE_OPS == {"gt": ">", "ge": ">="}
+
+
+def test_unknown_emeasure_op_raises_value_error():
+    with pytest.raises(ValueError, match="emeasure_threshold_op"):
+        threshold_curves(_pred4(), GT4, emeasure_threshold_op=">=")
+    with pytest.raises(ValueError, match="emeasure_threshold_op"):
+        infnet_image_metrics(_pred4(), GT4, emeasure_threshold_op="gte")
+
+
+def test_thresholds_argument_replaces_the_matlab_colon_vector():
+    # 128/255 as the naive k/255 gives it, against the colon value one ulp away: a pixel of exactly 128/255
+    # passes ">=" only when the threshold is not above it.
+    value = 128 / 255
+    pred = np.array([[value, 0.0], [0.0, 0.0]])
+    gt = np.array([[True, False], [False, False]])
+    curves = threshold_curves(pred, gt, thresholds=np.array([value, np.nextafter(value, 2.0)]))
+    assert curves["dice"].shape == (2,)
+    assert curves["dice"][0] == 1.0 and curves["dice"][1] == 0.0
+    with pytest.raises(ValueError, match="thresholds"):
+        threshold_curves(pred, gt, thresholds=np.array([[0.5]]))
+
+
 def test_curves_zero_when_true_positives_are_zero():
     pred = np.zeros((4, 4))
     pred[3, 3] = 1.0  # only a false positive above every threshold > 0
@@ -194,8 +231,9 @@ def test_curves_full_gt_specificity_is_nan_like_matlab_zero_over_zero():
     assert curves["sensitivity"][IDX_HALF] == pytest.approx(4 / 16)
 
 
+@pytest.mark.parametrize("emeasure_op", ["gt", "ge"])
 @pytest.mark.parametrize("gt_kind", ["random", "empty", "full", "single_pixel"])
-def test_vectorised_curves_equal_naive_loop(gt_kind):
+def test_vectorised_curves_equal_naive_loop(gt_kind, emeasure_op):
     rng = np.random.default_rng(1234)
     shape = (17, 23)
     # values include exact threshold values to exercise >= / > ties
@@ -206,8 +244,8 @@ def test_vectorised_curves_equal_naive_loop(gt_kind):
         "full": np.ones(shape, dtype=bool),
         "single_pixel": np.pad(np.ones((1, 1), dtype=bool), ((5, 11), (7, 15))),
     }[gt_kind]
-    fast = threshold_curves(pred, gt)
-    slow = _naive_curves(pred, gt)
+    fast = threshold_curves(pred, gt, emeasure_op)
+    slow = _naive_curves(pred, gt, emeasure_op)
     for key in ("dice", "sensitivity", "specificity"):
         np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
     np.testing.assert_allclose(fast["e_measure"], slow["e_measure"], rtol=1e-12, atol=1e-15)
@@ -345,6 +383,82 @@ def test_gt_0_255_is_binarised_above_128_like_main_m():
     assert mae(np.zeros((2, 2)), gt) == pytest.approx(2 / 4)  # 129 and 255 are foreground
 
 
+# --------------------------------------------------------------------------- 8-bit PNG round trip
+
+
+def test_png_roundtrip_stretches_minimum_to_0_and_maximum_to_255_not_prob_times_255():
+    # scipy.misc.imsave -> bytescale stretches min..max to 0..255; round(prob*255) would give 51, 128, 204.
+    out = infnet_png_roundtrip(np.array([[0.2, 0.5], [0.8, 0.8]]))
+    np.testing.assert_array_equal(out * 255, [[0, 128], [255, 255]])  # 0.5 -> 127.5 -> rounds half up
+
+
+def test_png_roundtrip_reproduces_the_bytescale_example_of_scipy_1_2_docs():
+    # docs.scipy.org/doc/scipy-1.2.0/reference/generated/scipy.misc.bytescale.html, "bytescale(img)"
+    img = np.array([[91.06794177, 3.39058326, 84.4221549],
+                    [73.88003259, 80.91433048, 4.88878881],
+                    [51.53875334, 34.45808177, 27.5873488]])
+    np.testing.assert_array_equal(infnet_png_roundtrip(img) * 255, [[255, 0, 236], [205, 225, 4], [140, 90, 70]])
+
+
+def test_png_roundtrip_rounds_half_up_like_bytescale():
+    # range 0..510 -> scale 0.5 exactly: 1 -> 0.5 -> 1 and 5 -> 2.5 -> 3 (np.round: 0 and 2).
+    out = infnet_png_roundtrip(np.array([[0.0, 1.0, 5.0, 510.0]]))
+    np.testing.assert_array_equal(out * 255, [[0, 1, 3, 255]])
+
+
+def test_png_roundtrip_gives_multiples_of_1_over_255_exactly_as_im2double():
+    rng = np.random.default_rng(3)
+    out = infnet_png_roundtrip(rng.random((9, 11)))
+    k = np.round(out * 255)
+    np.testing.assert_array_equal(out, k / 255.0)
+    assert out.min() == 0.0 and out.max() == 1.0
+
+
+def test_png_roundtrip_of_constant_map_is_all_zero():
+    np.testing.assert_array_equal(infnet_png_roundtrip(np.full((3, 3), 0.7)), np.zeros((3, 3)))
+
+
+def test_png_roundtrip_is_idempotent_on_8bit_maps():
+    rng = np.random.default_rng(4)
+    k = rng.integers(0, 256, size=(13, 7))
+    k[0, 0], k[0, 1] = 0, 255
+    np.testing.assert_array_equal(infnet_png_roundtrip(k / 255.0), k / 255.0)
+
+
+def test_infnet_image_metrics_evaluates_the_8bit_map_by_default():
+    rng = np.random.default_rng(5)
+    pred = rng.random((16, 16))
+    gt = rng.random((16, 16)) > 0.6
+    assert infnet_image_metrics(pred, gt) == infnet_image_metrics(infnet_png_roundtrip(pred), gt, quantise_8bit=False)
+    assert infnet_image_metrics(pred, gt) != infnet_image_metrics(pred, gt, quantise_8bit=False)
+
+
+def test_emeasure_op_on_empty_gt_changes_mean_e_measure_by_n_over_256_n_minus_one():
+    # Empty-GT branch, binary map with n0 zeros: ">" scores N (t = 1, nothing selected) + 255*n0, ">=" 255*n0
+    # (t = 0 selects every pixel: 0); both over 256*(N - 1 + eps).
+    pred = np.zeros((4, 4))
+    pred[0, :3] = 1.0
+    gt = np.zeros((4, 4), dtype=bool)
+    gt_op = infnet_image_metrics(pred, gt)
+    ge_op = infnet_image_metrics(pred, gt, emeasure_threshold_op="ge")
+    assert {k for k in gt_op if gt_op[k] != ge_op[k]} == {"mean_e_measure_256"}
+    assert gt_op["mean_e_measure_256"] - ge_op["mean_e_measure_256"] == pytest.approx(16 / (256 * 15), rel=1e-12)
+
+
+def test_emeasure_op_leaves_mean_e_measure_of_8bit_map_on_exact_thresholds_unchanged():
+    # Where every level k/255 of the map is itself a threshold, ">" at level k selects what ">=" selects at the
+    # next level up, so the 256-threshold sums telescope to E(nothing) - E(everything) = 1/4 - 1/4 per pixel = 0
+    # for a GT that is neither empty nor full. (With MATLAB's colon the ulp-off thresholds break this slightly.)
+    rng = np.random.default_rng(6)
+    pred = infnet_png_roundtrip(rng.random((20, 20)))
+    gt = rng.random((20, 20)) > 0.7
+    exact = (255 - np.arange(256)) / 255.0
+    gt_op = threshold_curves(pred, gt, "gt", thresholds=exact)["e_measure"]
+    ge_op = threshold_curves(pred, gt, "ge", thresholds=exact)["e_measure"]
+    assert not np.array_equal(gt_op, ge_op)
+    assert gt_op.mean() == pytest.approx(ge_op.mean(), rel=1e-12)
+
+
 # --------------------------------------------------------------------------- per-image protocol
 
 
@@ -384,7 +498,8 @@ def test_dataset_mean_over_images_then_thresholds_equals_mean_of_per_image_means
     rng = np.random.default_rng(7)
     preds = [rng.random((9, 11)) for _ in range(3)]
     gts = [rng.random((9, 11)) > 0.5 for _ in range(3)]
-    table = np.stack([threshold_curves(minmax_normalise(p), g)["dice"] for p, g in zip(preds, gts)])
+    maps = [minmax_normalise(infnet_png_roundtrip(p)) for p in preds]  # what main.m reads back from the PNGs
+    table = np.stack([threshold_curves(m, g)["dice"] for m, g in zip(maps, gts)])
     protocol = table.mean(axis=0).mean()  # main.m: column_Dic = mean(.,1); meanDic = mean(column_Dic)
     per_image = np.mean([infnet_image_metrics(p, g)["mean_dice_256"] for p, g in zip(preds, gts)])
     assert per_image == pytest.approx(protocol, rel=1e-12)

@@ -1,7 +1,8 @@
 """Per-image segmentation metrics and the handler that writes ``metrics.json`` and ``per_image.csv``.
 
 Threshold metrics (Dice, IoU, precision, sensitivity, specificity, accuracy at one threshold) come from MONAI's
-confusion-matrix functions; Inf-Net's threshold-averaged metrics from :mod:`tools.metrics.infnet`.
+confusion-matrix functions; Inf-Net's threshold-averaged metrics from :mod:`tools.metrics.infnet`; the means'
+bootstrap intervals from :mod:`tools.metrics.bootstrap`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,8 @@ from monai.metrics import compute_confusion_matrix_metric, get_confusion_matrix
 from monai.utils import CommonKeys
 
 from tools.io import atomic_write_text
-from tools.metrics.infnet import infnet_image_metrics
+from tools.metrics.bootstrap import check_ci_settings, ci_key, summarise_with_ci
+from tools.metrics.infnet import EMEASURE_OPS, infnet_image_metrics
 
 __all__ = ["BINARY_METRICS", "binary_metrics", "image_metrics", "SegmentationMetricsSaver"]
 
@@ -70,18 +73,27 @@ def binary_metrics(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tenso
     return out
 
 
-def image_metrics(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def image_metrics(
+    prob: np.ndarray,
+    gt: np.ndarray,
+    threshold: float = 0.5,
+    infnet_quantise_8bit: bool = True,
+    infnet_emeasure_op: str = "gt",
+) -> dict[str, float]:
     """All metrics of one 2D image: :func:`binary_metrics` of ``prob >= threshold`` and Inf-Net's metrics.
 
     Args:
         prob: foreground probability ``(H, W)`` in [0, 1], at the ground truth's size.
         gt: ground truth ``(H, W)``, non-zero is foreground.
         threshold: probability threshold of the binary metrics.
+        infnet_quantise_8bit, infnet_emeasure_op: ``quantise_8bit`` and ``emeasure_threshold_op`` of
+            :func:`tools.metrics.infnet.infnet_image_metrics` (defaults: the 8-bit round trip and ``>``, as the
+            published Inf-Net table); the binary metrics always use the float map.
     """
     prob = np.asarray(prob, dtype=np.float64)
     gt = np.asarray(gt) > 0
     out = binary_metrics(prob >= threshold, gt)
-    out.update(infnet_image_metrics(prob, gt))
+    out.update(infnet_image_metrics(prob, gt, infnet_quantise_8bit, infnet_emeasure_op))
     return out
 
 
@@ -93,6 +105,13 @@ def _squeeze2d(x, name: str, source: str) -> np.ndarray:
     return arr
 
 
+def _json_one_key_a_line(summary: dict) -> str:
+    """``summary`` as a strict-JSON object (``allow_nan=False``: a NaN raises ValueError) with one key a line,
+    so that ``"dice_ci95": [0.52, 0.8]`` stays on the line below ``"dice"``."""
+    lines = [f"  {json.dumps(key)}: {json.dumps(value, allow_nan=False)}" for key, value in summary.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 class SegmentationMetricsSaver:
     """Ignite handler: per-image metrics of an evaluator's output, written as ``metrics.json`` + ``per_image.csv``.
 
@@ -101,18 +120,38 @@ class SegmentationMetricsSaver:
     ``label`` the mask ``(1, H, W)``. At completion it writes, each file whole or not at all:
 
     - ``per_image.csv``: one row per image (``image`` = the label's file name), every metric of
-      :func:`image_metrics`;
-    - ``metrics.json``: a flat ``{metric: mean over images}`` (NaNs, i.e. undefined values, are left out of
-      each mean) plus ``"n_images"``.
+      :func:`image_metrics` (or ``metrics_fn``); an undefined value is written ``nan`` (``float("nan")`` and
+      pandas read it back as NaN);
+    - ``metrics.json``, strict JSON (written with ``allow_nan=False``), in this order:
+
+      - for every metric, ``"<metric>": mean over images`` (NaNs, i.e. undefined values, left out; ``null``
+        when the metric is undefined for every image) followed by ``"<metric>_ci95": [low, high]``, its
+        bootstrap interval (``null`` with fewer than 2 defined values; ``_ci90`` at ``confidence=0.9``), see
+        :func:`tools.metrics.bootstrap.summarise_with_ci`;
+      - ``"n_images"``;
+      - ``"ci_method"``: how the intervals were computed, e.g. ``"95% percentile bootstrap
+        (scipy.stats.bootstrap) of the mean over images, 10000 resamples, seed 0; ..."``;
+      - with the default ``metrics_fn`` only (it computes Inf-Net's metrics), the Inf-Net protocol choices:
+        ``"infnet_emeasure_op"`` (``">"`` or ``">="``) and ``"infnet_quantised_8bit"`` (``true``/``false``).
+
+      The keys of the means are those of earlier versions, so ``metrics["dice"]`` reads as before; a reader
+      that iterates over the file must skip the ``*_ci95`` lists and the text and boolean settings.
 
     Args:
         output_dir: folder of the two files (created).
         threshold: probability threshold of the binary metrics (0.5).
-        metrics_fn: per-image metric function ``(prob, gt) -> dict``; defaults to :func:`image_metrics`.
+        metrics_fn: per-image metric function ``(prob, gt) -> dict``; defaults to :func:`image_metrics` with
+            ``threshold`` and the two ``infnet_*`` settings.
+        pred_key, label_key: keys of the prediction and the label in each output item.
+        infnet_quantise_8bit: evaluate Inf-Net's metrics on the 8-bit map Inf-Net's own test script would
+            have saved (default ``True``); see :func:`tools.metrics.infnet.infnet_png_roundtrip`.
+        infnet_emeasure_op: ``"gt"`` (``>``, the published Inf-Net table, default) or ``"ge"`` (``>=``, Inf-Net's
+            ``main.m`` since 2020-11-21).
+        confidence, n_resamples, seed: of the bootstrap intervals (0.95, 10000, 0).
 
     Raises:
         ValueError: at an iteration whose prediction or label is not one 2D channel or whose sizes differ,
-            naming the image.
+            naming the image; at construction for an unknown ``infnet_emeasure_op`` or invalid bootstrap settings.
     """
 
     def __init__(
@@ -122,11 +161,32 @@ class SegmentationMetricsSaver:
         metrics_fn: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
         pred_key: str = CommonKeys.PRED,
         label_key: str = CommonKeys.LABEL,
+        infnet_quantise_8bit: bool = True,
+        infnet_emeasure_op: str = "gt",
+        confidence: float = 0.95,
+        n_resamples: int = 10000,
+        seed: int = 0,
     ) -> None:
+        if infnet_emeasure_op not in EMEASURE_OPS:
+            raise ValueError(f"infnet_emeasure_op must be one of {sorted(EMEASURE_OPS)}, got {infnet_emeasure_op!r}")
+        check_ci_settings(confidence, n_resamples)
         self.output_dir = Path(output_dir)
         self.threshold = threshold
-        self.metrics_fn = metrics_fn or (lambda p, g: image_metrics(p, g, threshold))
+        self.settings: dict[str, str | bool] = {}
+        if metrics_fn is None:
+            self.settings = {
+                "infnet_emeasure_op": EMEASURE_OPS[infnet_emeasure_op],
+                "infnet_quantised_8bit": bool(infnet_quantise_8bit),
+            }
+            metrics_fn = partial(
+                image_metrics,
+                threshold=threshold,
+                infnet_quantise_8bit=infnet_quantise_8bit,
+                infnet_emeasure_op=infnet_emeasure_op,
+            )
+        self.metrics_fn = metrics_fn
         self.pred_key, self.label_key = pred_key, label_key
+        self.confidence, self.n_resamples, self.seed = confidence, n_resamples, seed
         self.rows: list[dict] = []
         self.logger = logging.getLogger(__name__)
 
@@ -148,21 +208,25 @@ class SegmentationMetricsSaver:
                 raise ValueError(f"{source}: prediction {prob.shape} and label {gt.shape} differ in size.")
             self.rows.append({"image": Path(source).name, **self.metrics_fn(prob, gt > 0)})
 
-    def summary(self) -> dict[str, float]:
-        """Mean of every metric over the images seen so far (NaNs left out) and ``n_images``."""
-        names = [k for k in self.rows[0] if k != "image"] if self.rows else []
-        out: dict[str, float] = {}
-        for name in names:
-            values = np.array([r[name] for r in self.rows], dtype=np.float64)
-            out[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+    def metric_names(self) -> list[str]:
+        """The metric columns of the images seen so far (the CSV columns without ``image``)."""
+        return [k for k in self.rows[0] if k != "image"] if self.rows else []
+
+    def summary(self) -> dict:
+        """The content of ``metrics.json`` for the images seen so far (see the class docstring)."""
+        columns = {name: [r[name] for r in self.rows] for name in self.metric_names()}
+        out = summarise_with_ci(columns, "images", self.confidence, self.n_resamples, self.seed)
+        method = out.pop("ci_method")
         out["n_images"] = len(self.rows)
+        out["ci_method"] = method
+        out.update(self.settings)
         return out
 
     def completed(self, engine) -> None:
         if not self.rows:
             raise ValueError("the evaluator saw no image: nothing to write.")
         summary = self.summary()
-        atomic_write_text(self.output_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.output_dir / "metrics.json", _json_one_key_a_line(summary))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]))
         writer.writeheader()
@@ -172,5 +236,10 @@ class SegmentationMetricsSaver:
             "metrics of %d images written to %s: %s",
             len(self.rows),
             self.output_dir / "metrics.json",
-            ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "n_images"),
+            ", ".join(self._format(name, summary) for name in self.metric_names()),
         )
+
+    def _format(self, name: str, summary: dict) -> str:
+        mean, interval = summary[name], summary[ci_key(name, self.confidence)]
+        text = f"{name} {mean:.4f}" if mean is not None else f"{name} undefined"
+        return text + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval is not None else "")

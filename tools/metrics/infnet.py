@@ -7,36 +7,83 @@ D.-P. Fan, T. Zhou, G.-P. Ji, Y. Zhou, G. Chen, H. Fu, J. Shen, L. Shao,
 IEEE Transactions on Medical Imaging 39(8), 2020 (section "Evaluation Metrics").
 Official code: https://github.com/DengPingFan/Inf-Net, folder ``EvaluationTool/``.
 
-The MATLAB files and what each one maps to here:
+The MATLAB files and what each one maps to here (all read from ``EvaluationTool/`` of
+DengPingFan/Inf-Net at d4dd1e8, the repository's newest commit; the metric files have not
+changed since fb3a03b, 2020-05-12, only ``main.m`` has, see below):
 
 * ``main.m`` -- the per-image protocol implemented by :func:`infnet_image_metrics`:
-  GT binarised with ``gt > 128`` (8-bit masks), prediction normalised with
-  ``mapminmax(resmap(:)', 0, 1)`` (:func:`minmax_normalise`), S-measure on the
-  normalised map, a loop over ``Thresholds = 1:-1/255:0`` (:data:`THRESHOLDS`)
-  calling ``Fmeasure_calu`` (binarisation ``resmap >= threshold``) and
-  ``Enhancedmeasure`` on ``Bi_resmap(resmap > threshold) = 1`` (note: strict
-  ``>`` for E-measure but ``>=`` for Dice), and ``MAE = mean2(abs(gt - resmap))``.
-  Reported numbers are ``meanDic``, ``meanSen``, ``meanSpe``, ``Sm``, ``meanEm``,
-  ``MAE``: the per-threshold curves are averaged over images, then over the 256
-  thresholds.
+  GT binarised with ``gt > 128`` (8-bit masks, line 97), the prediction read from
+  an 8-bit PNG with ``im2double`` (line 110; :func:`infnet_png_roundtrip`),
+  normalised with ``mapminmax(resmap(:)', 0, 1)`` (line 113;
+  :func:`minmax_normalise`), S-measure on the normalised map, a loop over
+  ``Thresholds = 1:-1/255:0`` (line 35; :data:`THRESHOLDS`) calling
+  ``Fmeasure_calu`` (binarisation ``resmap >= threshold``) and ``Enhancedmeasure``
+  on ``Bi_resmap`` (line 125, see "two versions" below), and
+  ``MAE = mean2(abs(gt - resmap))`` (line 134). Reported numbers are ``meanDic``,
+  ``meanSen``, ``meanSpe``, ``Sm``, ``meanEm``, ``MAE``: the per-threshold curves
+  are averaged over images, then over the 256 thresholds.
 * ``Fmeasure_calu.m`` -- Dice, sensitivity (recall), specificity (and precision)
   at one threshold: :func:`threshold_curves`.
 * ``Enhancedmeasure.m`` (E-measure; Fan et al., "Enhanced-alignment Measure for
   Binary Foreground Map Evaluation", IJCAI 2018): :func:`e_measure`.
-* ``StructureMeasure.m``, ``S_object.m``, ``S_region.m`` and its sub-functions
+* ``StructureMeasure.m``, ``S_object.m``, ``S_region.m`` and its local functions
   ``centroid``, ``divideGT``, ``Divideprediction``, ``ssim`` (S-measure; Fan et
   al., "Structure-measure: A New Way to Evaluate Foreground Maps", ICCV 2017):
   :func:`s_measure`.
 * MATLAB's own ``mapminmax`` (Deep Learning / Neural Network Toolbox, NNT >= 7)
   and the colon operator ``1:-1/255:0``: :func:`minmax_normalise`,
   :data:`THRESHOLDS`.
+* The test script ``MyTest_LungInf.py`` and SciPy's ``misc.imsave``, which write
+  the maps that ``main.m`` reads: :func:`infnet_png_roundtrip`.
 
-(``main.m`` and ``Fmeasure_calu.m`` were read from DengPingFan/Inf-Net itself;
-``Enhancedmeasure.m``, ``StructureMeasure.m``, ``S_object.m`` and ``S_region.m``
-from the identical copies of the same Fan et al. toolbox that ship with the
-group's other evaluation folders, e.g. the SINet-style ``EvaluationTool/``,
-where ``centroid``/``divideGT``/``Divideprediction``/``ssim`` are local
-functions of ``S_region.m``.)
+Two versions of ``main.m``
+--------------------------
+Line 125 binarised the map for the E-measure with ``Bi_resmap(resmap>threshold)=1``
+from the first version (1617422, 2020-05-12) until 2020-11-21, when commit e723632
+("Update main.m") changed it to ``resmap>=threshold``, the rule ``Fmeasure_calu``
+uses for Dice. The paper's table was produced in May 2020, with ``>``; this port
+therefore defaults to ``>`` (``emeasure_threshold_op="gt"``) and offers the current
+file's ``>=`` as ``emeasure_threshold_op="ge"``. (An earlier version of this module
+said it followed the current ``main.m`` while implementing ``>``.)
+
+The two rules differ only where a map value equals a threshold, so for a float map
+almost never, and for an 8-bit map (below) less than one would think: when every
+level ``k/255`` of the map is itself a threshold, ``>`` at one level selects what
+``>=`` selects at the next level up, the 256-threshold sum telescopes, and
+``meanEm`` changes by ``(E(nothing selected) - E(everything selected)) / 256``,
+which is 0 for a GT that is neither empty nor full (both score 1/4 a pixel) and
+``H*W / (256 * (H*W - 1))`` (~0.0039) for an empty GT. MATLAB's ``1:-1/255:0``
+misses ``k/255`` by an ulp at 36 of the 256 levels, which breaks the telescoping a
+little: on the real slices of the Octave cross-check, ``meanEm(>) - meanEm(>=)``
+was between -2.1e-4 and 1.4e-4 per slice, and 3.7e-3 on an empty GT.
+
+8-bit maps
+----------
+Inf-Net's test script writes every map as an 8-bit PNG and ``main.m`` reads it
+back, so the values that meet the 256 thresholds are multiples of 1/255 and tie
+with them. :func:`infnet_image_metrics` reproduces that round trip by default
+(``quantise_8bit=True``); :func:`infnet_png_roundtrip` documents each step
+(min-max stretch to 0..255, rounding half up, ``k/255``). On the synthetic maps
+of the Octave cross-check the round trip moves the 256-threshold means by up to
+2e-3 (about half a threshold step) and the S-measure and MAE by ~1e-5.
+
+Cross-check with GNU Octave
+---------------------------
+``tests/test_infnet_octave.py`` runs the upstream ``.m`` files under GNU Octave
+(from the folder ``INFNET_EVALTOOL_DIR``; skipped without it, without
+``octave-cli`` or without the real data) on four real COVID-19 GT slices and an
+empty GT with synthetic 8-bit prediction maps, and compares every per-image
+figure with this port. Given Octave's own threshold vector they agree: Dice,
+sensitivity and specificity curves exactly, S-measure and MAE to 1e-12 (measured
+1.5e-13), E-measure to 1e-11 (measured 4.4e-12; Octave sums the pixels one by
+one, :func:`_e_measure_from_counts` four weighted values). With :data:`THRESHOLDS`
+they differ, because Octave builds ``1:-1/255:0`` as ``base + k*increment``
+while MATLAB (emulated here) fills it from both ends: 72 of the 256 entries differ
+by 1 to 24 ulps (at most 6.9e-17), an 8-bit level lying between the two values
+flips as a whole, a single threshold's Dice / specificity / E-measure moves by up
+to 0.017 / 0.064 / 0.15, and a per-image 256-threshold mean by up to 2.1e-3
+(asserted: 2.5e-3). Results of ``main.m`` run under Octave therefore differ from
+MATLAB's (and this port's) in the third decimal.
 
 The toolbox's quirks are reproduced on purpose (each one is documented on the
 function concerned):
@@ -62,7 +109,8 @@ function concerned):
 The 256-threshold loop is vectorised with sorted values and ``np.searchsorted``
 (exact integer confusion counts, identical to the loop; the E-measure sums the
 four possible per-pixel values weighted by their counts, equal to the loop up to
-floating-point summation order, ~1e-15 relative).
+floating-point summation order: ~1e-15 relative on small maps, up to ~5e-12 on
+the 400 x 400 slices of the Octave cross-check).
 """
 
 from __future__ import annotations
@@ -74,6 +122,8 @@ import numpy as np
 __all__ = [
     "EPS",
     "THRESHOLDS",
+    "EMEASURE_OPS",
+    "infnet_png_roundtrip",
     "minmax_normalise",
     "threshold_curves",
     "s_measure",
@@ -126,6 +176,16 @@ def _matlab_colon(a: float, d: float, b: float) -> np.ndarray:
 #: ``Thresholds = 1:-1/255:0`` of ``main.m``: shape (256,), float64, from 1.0 down to 0.0.
 THRESHOLDS: np.ndarray = _matlab_colon(1.0, -1.0 / 255.0, 0.0)
 THRESHOLDS.setflags(write=False)
+
+#: E-measure binarisation of ``main.m`` line 125: ``"gt"`` = ``resmap > threshold`` (the published
+#: table, May 2020), ``"ge"`` = ``resmap >= threshold`` (since commit e723632, 2020-11-21).
+EMEASURE_OPS: dict[str, str] = {"gt": ">", "ge": ">="}
+
+
+def _check_emeasure_op(op: str) -> str:
+    if op not in EMEASURE_OPS:
+        raise ValueError(f"emeasure_threshold_op must be one of {sorted(EMEASURE_OPS)}, got {op!r}")
+    return op
 
 
 # --------------------------------------------------------------------------- validation
@@ -200,8 +260,9 @@ def minmax_normalise(pred: np.ndarray) -> np.ndarray:
     reproduced on purpose, including the multiply-by-reciprocal rounding (the
     maximum may come out as ``1 - 2**-53`` rather than exactly 1).
 
-    (``main.m`` reads the map from an 8-bit PNG via ``im2double``; here the
-    float map is used as given, so no 1/255 quantisation happens.)
+    (``main.m`` reads the map from an 8-bit PNG via ``im2double``; this function
+    does not quantise, :func:`infnet_png_roundtrip` does. On a round-tripped map,
+    which holds both 0 and 1 unless it is constant, mapminmax is the identity.)
 
     Args:
         pred: (H, W) real array, any range; bool/int are cast to float64.
@@ -222,6 +283,57 @@ def minmax_normalise(pred: np.ndarray) -> np.ndarray:
     else:
         offset = xmin
     return (x - offset) * gain + 0.0
+
+
+def infnet_png_roundtrip(pred: np.ndarray) -> np.ndarray:
+    """The map ``main.m`` reads back after Inf-Net's test script saved ``pred`` as an 8-bit PNG.
+
+    Inf-Net never evaluates a float map: ``MyTest_LungInf.py`` (lines 57-59 at d4dd1e8;
+    lines 39-41 in the May 2020 version 1617422) does
+
+    1. ``res = (res - res.min()) / (res.max() - res.min() + 1e-8)`` on the float32
+       sigmoid map;
+    2. ``misc.imsave(path, res)`` with SciPy 1.2.2 (its ``requirements.txt``), which
+       calls ``toimage`` -> ``bytescale(data, high=255, low=0)``: with ``cmin, cmax``
+       the map's minimum and maximum (``cmax - cmin`` replaced by 1 when 0), it computes
+       ``(data - cmin) * (255 / (cmax - cmin))``, clips to [0, 255], adds 0.5 and casts
+       to ``uint8`` (truncation), i.e. **stretches min..max to 0..255 and rounds half
+       up**. It does *not* compute ``round(prob * 255)``: the maximum of every map is
+       saved as 255 and its minimum as 0, whatever their probabilities;
+
+    and ``main.m`` line 110 reads it with ``im2double``, giving ``k / 255``.
+
+    Resizing happens before step 1 upstream (May 2020: bilinear upsampling of the
+    logits to the GT size; since 8cbf357 no resizing in the script and ``main.m``
+    ``imresize``-s the uint8 PNG); here the caller passes a map at the GT size.
+
+    Both steps are computed in float32 as in the script (NumPy 1.18 promotion: the
+    Python-float scalars ``1e-8`` and ``255 / cscale`` are rounded to float32 before
+    they meet the float32 array), so a value exactly on a rounding boundary goes the
+    same way as upstream. A constant map becomes all 0 (step 1 divides 0 by 1e-8).
+    The round trip is idempotent on maps of multiples of 1/255 that contain 0 and 1.
+
+    Args:
+        pred: (H, W) real map, any finite range (normally the foreground
+            probability); bool/int are cast.
+
+    Returns:
+        (H, W) float64 array of values ``k / 255``, ``k`` in 0..255; it holds 0 and 1
+        unless ``pred`` is constant (then it is all 0).
+
+    Raises:
+        ValueError: if ``pred`` is not a non-empty 2D real array or contains NaN/inf.
+    """
+    x = _as_pred(pred).astype(np.float32)
+    lo = x.min()
+    res = (x - lo) / np.float32(float(x.max() - lo) + 1e-8)  # MyTest_LungInf.py line 58
+    cmin, cmax = res.min(), res.max()  # scipy.misc.bytescale
+    cscale = cmax - cmin
+    if cscale == 0:
+        cscale = np.float32(1.0)
+    scaled = (res - cmin) * np.float32(255.0 / float(cscale))
+    k = (np.clip(scaled, np.float32(0), np.float32(255)) + np.float32(0.5)).astype(np.uint8)
+    return k.astype(np.float64) / 255.0  # main.m: im2double
 
 
 # --------------------------------------------------------------------------- E-measure
@@ -271,7 +383,7 @@ def e_measure(pred_binary: np.ndarray, gt: np.ndarray) -> float:
     Args:
         pred_binary: (H, W) binary map; like MATLAB's ``logical(FM)`` every
             non-zero value counts as foreground. (``main.m`` builds it as
-            ``normalised_pred > threshold``.)
+            ``normalised_pred > threshold``, or ``>=`` since e723632.)
         gt: (H, W) ground truth, bool / 0-1 / 0-255 (see ``_binarise_gt``).
 
     Returns:
@@ -295,7 +407,12 @@ def e_measure(pred_binary: np.ndarray, gt: np.ndarray) -> float:
 # --------------------------------------------------------------------------- threshold curves
 
 
-def threshold_curves(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+def threshold_curves(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    emeasure_threshold_op: str = "gt",
+    thresholds: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Per-threshold Dice, sensitivity, specificity and E-measure (``main.m`` loop).
 
     For every ``t`` in :data:`THRESHOLDS` (1, 1-1/255, ..., 0):
@@ -306,8 +423,9 @@ def threshold_curves(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
       (MATLAB's ``if NumAnd == 0`` branch, reproduced: an empty GT gives 0
       everywhere, even for a perfect empty prediction). For a full GT and
       TP > 0 the specificity is ``0/0 = NaN``, as in MATLAB.
-    * ``Enhancedmeasure.m`` on ``pred > t`` (strict, as ``main.m`` builds
-      ``Bi_resmap(resmap > threshold) = 1``), see :func:`e_measure`.
+    * ``Enhancedmeasure.m`` on ``pred > t`` (``emeasure_threshold_op="gt"``, the
+      ``main.m`` of the published table) or ``pred >= t`` (``"ge"``, ``main.m``
+      since 2020-11-21), see :func:`e_measure` and the module docstring.
 
     Vectorised: the map is sorted once and the counts for all thresholds come
     from ``np.searchsorted``; Dice / sensitivity / specificity are bit-identical
@@ -317,6 +435,10 @@ def threshold_curves(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
         pred: (H, W) map, normally the output of :func:`minmax_normalise` (any
             finite range is accepted, as ``Fmeasure_calu`` does not check it).
         gt: (H, W) ground truth, bool / 0-1 / 0-255.
+        emeasure_threshold_op: ``"gt"`` (``>``, default) or ``"ge"`` (``>=``).
+        thresholds: 1D threshold vector replacing :data:`THRESHOLDS` (e.g. the
+            one another implementation of ``1:-1/255:0`` produced, to compare
+            with it); default :data:`THRESHOLDS`.
 
     Returns:
         dict with keys ``"dice"``, ``"sensitivity"``, ``"specificity"``,
@@ -326,18 +448,22 @@ def threshold_curves(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
         for a full GT).
 
     Raises:
-        ValueError: non-2D/empty input, shape mismatch, NaN/inf in ``pred``, invalid gt values.
+        ValueError: non-2D/empty input, shape mismatch, NaN/inf in ``pred``, invalid gt values,
+            unknown ``emeasure_threshold_op``, or ``thresholds`` not a non-empty finite 1D array.
     """
     p = _as_pred(pred)
     g = _binarise_gt(gt)
     _check_same_shape(p, g)
+    side = "right" if _check_emeasure_op(emeasure_threshold_op) == "gt" else "left"
+    t = THRESHOLDS if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)):
+        raise ValueError(f"thresholds must be a non-empty finite 1D array, got shape {t.shape}")
     flat = p.ravel()
     gflat = g.ravel()
     n_total = flat.size
     all_sorted = np.sort(flat)
     fg_sorted = np.sort(flat[gflat])
     n_obj = int(fg_sorted.size)  # num_obj = sum(sum(gtMap))
-    t = THRESHOLDS
 
     # Fmeasure_calu: Label3(sMap >= threshold) = 1
     num_rec = n_total - np.searchsorted(all_sorted, t, side="left")  # FP + TP
@@ -353,9 +479,9 @@ def threshold_curves(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
         spec = np.where(has_tp, tn / (tn + fp).astype(np.float64), 0.0)
         dice = np.where(has_tp, (2.0 * tp_f) / (n_obj + num_rec), 0.0)
 
-    # main.m: Bi_resmap(resmap > threshold) = 1; Enhancedmeasure(Bi_resmap, gt)
-    npos_gt = n_total - np.searchsorted(all_sorted, t, side="right")
-    tp_gt = n_obj - np.searchsorted(fg_sorted, t, side="right")
+    # main.m: Bi_resmap(resmap > threshold) = 1 (">=" since e723632); Enhancedmeasure(Bi_resmap, gt)
+    npos_gt = n_total - np.searchsorted(all_sorted, t, side=side)
+    tp_gt = n_obj - np.searchsorted(fg_sorted, t, side=side)
     fp_gt = npos_gt - tp_gt
     fn_gt = n_obj - tp_gt
     tn_gt = n_total - npos_gt - fn_gt
@@ -543,13 +669,20 @@ def mae(pred: np.ndarray, gt: np.ndarray) -> float:
 # --------------------------------------------------------------------------- per-image protocol
 
 
-def infnet_image_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+def infnet_image_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    quantise_8bit: bool = True,
+    emeasure_threshold_op: str = "gt",
+) -> dict[str, float]:
     """All per-image numbers of Inf-Net's ``main.m`` for one prediction / GT pair.
 
     Steps: binarise GT (bool as is; max <= 1 -> ``> 0.5``; 0..255 -> ``> 128``
-    as ``main.m``), ``pred = minmax_normalise(pred)`` (``mapminmax``), then
-    S-measure and MAE on the normalised map and the means over the 256
-    thresholds of the :func:`threshold_curves` curves.
+    as ``main.m``), the 8-bit PNG round trip of Inf-Net's test script and
+    ``main.m`` (:func:`infnet_png_roundtrip`, unless ``quantise_8bit=False``),
+    ``pred = minmax_normalise(pred)`` (``mapminmax``), then S-measure and MAE on
+    the normalised map and the means over the 256 thresholds of the
+    :func:`threshold_curves` curves.
 
     ``main.m`` averages each curve over images first (``column_Dic =
     mean(threshold_Dice, 1)``) and then over thresholds (``meanDic =
@@ -561,6 +694,11 @@ def infnet_image_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         pred: (H, W) raw probability map (any finite range), already resized to
             the GT size by the caller.
         gt: (H, W) ground truth, bool / 0-1 / 0-255.
+        quantise_8bit: evaluate the map Inf-Net would have saved and read back
+            (default, as the published figures were computed); ``False`` uses the
+            float map as given.
+        emeasure_threshold_op: ``"gt"`` (``>``, the published table, default) or
+            ``"ge"`` (``>=``, ``main.m`` since 2020-11-21); see the module docstring.
 
     Returns:
         dict with float values and keys ``"mean_dice_256"``,
@@ -569,14 +707,18 @@ def infnet_image_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
     Raises:
         ValueError: non-2D/empty input, shape mismatch, NaN/inf in ``pred``,
-            invalid gt values, or a constant map outside [0, 1] (mapminmax
+            invalid gt values, unknown ``emeasure_threshold_op``, or (with
+            ``quantise_8bit=False``) a constant map outside [0, 1] (mapminmax
             leaves it unchanged and StructureMeasure.m rejects it).
     """
     p = _as_pred(pred)
     g = _binarise_gt(gt)
     _check_same_shape(p, g)
+    _check_emeasure_op(emeasure_threshold_op)
+    if quantise_8bit:
+        p = infnet_png_roundtrip(p)
     p = minmax_normalise(p)
-    curves = threshold_curves(p, g)
+    curves = threshold_curves(p, g, emeasure_threshold_op)
     return {
         "mean_dice_256": float(np.mean(curves["dice"])),
         "mean_sensitivity_256": float(np.mean(curves["sensitivity"])),

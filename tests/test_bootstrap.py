@@ -1,0 +1,87 @@
+"""Bootstrap intervals of a mean over cases (tools.metrics.bootstrap): conventions and hand-derivable cases."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tools.metrics.bootstrap import bootstrap_ci, ci_key, ci_method, summarise_with_ci
+
+
+def _strict_loads(text: str):
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_two_values_give_the_interval_between_them():
+    # Resampled means of {a, b}: a (p 1/4), (a+b)/2 (p 1/2), b (p 1/4); the 2.5% and 97.5% quantiles are a and b.
+    assert bootstrap_ci([0.2, 0.6]) == (0.2, 0.6)
+
+
+def test_interval_lies_within_the_data_and_around_the_mean():
+    values = np.random.default_rng(1).beta(3, 1.5, 32)
+    low, high = bootstrap_ci(values)
+    assert values.min() <= low < values.mean() < high <= values.max()
+
+
+def test_same_seed_same_interval_other_seed_other_interval():
+    values = np.random.default_rng(2).random(20)  # with 5 values the quantiles fall on the same resample means
+    assert bootstrap_ci(values, seed=0) == bootstrap_ci(values, seed=0)
+    assert bootstrap_ci(values, seed=0) != bootstrap_ci(values, seed=1)
+
+
+def test_higher_confidence_gives_a_wider_interval():
+    values = np.random.default_rng(3).random(20)
+    low95, high95 = bootstrap_ci(values, 0.95)
+    low80, high80 = bootstrap_ci(values, 0.80)
+    assert low95 < low80 and high80 < high95
+
+
+def test_nan_values_are_left_out():
+    values = [0.1, 0.5, 0.9, 0.4]
+    assert bootstrap_ci([math.nan, *values, math.nan]) == bootstrap_ci(values)
+
+
+@pytest.mark.parametrize("values", [[], [0.7], [math.nan, 0.7], [math.nan, math.nan]])
+def test_fewer_than_two_defined_values_give_no_interval(values):
+    assert bootstrap_ci(values) is None
+
+
+def test_constant_values_give_a_zero_width_interval():
+    assert bootstrap_ci([0.25] * 5) == (0.25, 0.25)
+
+
+def test_infinite_value_or_bad_settings_raise_value_error():
+    with pytest.raises(ValueError, match="infinite"):
+        bootstrap_ci([0.1, math.inf])
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci([0.1, 0.2], confidence=95)
+    with pytest.raises(ValueError, match="n_resamples"):
+        bootstrap_ci([0.1, 0.2], n_resamples=0)
+
+
+def test_ci_key_and_method_name_the_settings():
+    assert ci_key("dice") == "dice_ci95" and ci_key("dice", 0.999) == "dice_ci99.9"
+    method = ci_method(0.95, 10000, 0, "volumes")
+    assert "percentile bootstrap" in method and "over volumes" in method and "10000 resamples, seed 0" in method
+
+
+def test_summary_puts_each_interval_after_its_mean_and_writes_null_for_undefined():
+    summary = summarise_with_ci({"dice": [0.2, 0.6], "sensitivity": [math.nan, math.nan], "iou": [0.5, math.nan]})
+    assert list(summary) == ["dice", "dice_ci95", "sensitivity", "sensitivity_ci95", "iou", "iou_ci95", "ci_method"]
+    assert summary["dice"] == pytest.approx(0.4) and summary["dice_ci95"] == [0.2, 0.6]
+    assert summary["sensitivity"] is None and summary["sensitivity_ci95"] is None
+    assert summary["iou"] == 0.5 and summary["iou_ci95"] is None
+    assert _strict_loads(json.dumps(summary, allow_nan=False)) == summary
+
+
+def test_summary_of_117_cases_is_fast_enough_for_every_evaluation():
+    import time
+
+    columns = {f"m{i}": np.random.default_rng(i).random(117) for i in range(12)}
+    start = time.perf_counter()
+    summarise_with_ci(columns)
+    assert time.perf_counter() - start < 5.0
