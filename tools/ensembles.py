@@ -1,0 +1,142 @@
+"""Ensembles of trained segmentation networks, with MONAI's ensemble tools: ``EnsembleEvaluator``, ``MeanEnsembled``,
+``VoteEnsembled``.
+
+An ensemble combines *trained* networks (several U-Net variants, or one variant trained on several folds): it is a
+way of evaluating and inferring, not a network, so it lives here, on the tools side, and the networks stay unaware of
+it. The cascade, which is trained as one network, is network code (``custom_networks.nets.CascadeUNet``).
+
+Config pattern (an ``evaluate_ensemble.json`` merged on top of a bundle's ``train.json``; each network is any
+``_target_`` with its checkpoint)::
+
+    "ensemble_networks": "$tools.ensembles.load_networks(@ensemble_defs, @ensemble_checkpoints, @device)",
+    "ensemble_defs": [
+        {"_target_": "custom_networks.nets.VariantUNet", "in_channels": 3, "out_channels": 1, "unit": "residual"},
+        {"_target_": "custom_networks.nets.VariantUNet", "in_channels": 3, "out_channels": 1, "unit": "dense",
+         "skip_attention": "attention_gate"}
+    ],
+    "ensemble_checkpoints": ["$@bundle_root + '/models/residual.pt'", "$@bundle_root + '/models/dense.pt'"],
+    "validate#evaluator": {
+        "_target_": "tools.ensembles.ensemble_evaluator", "device": "@device",
+        "val_data_loader": "@validate#dataloader", "networks": "@ensemble_networks", "mode": "mean",
+        "inferer": "@validate#inferer", "val_handlers": "@ensemble_handlers"
+    }
+
+where ``ensemble_handlers`` are the bundle's ``validate#handlers`` less their ``CheckpointLoader`` (the networks are
+loaded by ``load_networks``).
+
+The evaluator leaves the combined probability (``mode="mean"``, ``threshold=None``) or mask under ``"pred"``, where a
+single network's evaluator leaves it, so the bundle's metric handlers are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from monai.engines import EnsembleEvaluator
+from monai.transforms import Activationsd, AsDiscreted, Compose, MeanEnsembled, VoteEnsembled
+
+__all__ = ["ENSEMBLE_MODES", "load_networks", "ensemble_postprocessing", "ensemble_evaluator"]
+
+ENSEMBLE_MODES = ("mean", "vote")
+
+
+def load_networks(
+    networks: Sequence[nn.Module], checkpoints: Sequence[str | Path], device: str | torch.device = "cpu",
+    key: str = "model",
+) -> list[nn.Module]:
+    """Load ``checkpoints[i]`` into ``networks[i]``; returns the networks on ``device``, in eval mode.
+
+    A checkpoint is a state dict (a bundle's ``models/model.pt``, float16 or float32) or a training checkpoint holding
+    one under ``key``.
+
+    Raises:
+        ValueError: if the two sequences differ in length or a file holds no state dict.
+    """
+    if len(networks) != len(checkpoints):
+        raise ValueError(
+            f"need one checkpoint per network, got {len(networks)} networks and {len(checkpoints)} checkpoints."
+        )
+    for network, path in zip(networks, checkpoints):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: not a state dict (nor a checkpoint with one under '{key}').")
+        network.load_state_dict(state)
+        network.to(device).eval()
+    return list(networks)
+
+
+def ensemble_postprocessing(
+    pred_keys: Sequence[str], mode: str = "mean", weights: Sequence[float] | None = None, output_key: str = "pred",
+    threshold: float | None = 0.5,
+) -> Compose:
+    """Sigmoid each network's logits, then combine them into ``output_key``.
+
+    - ``"mean"``: ``MeanEnsembled``, the (``weights``-weighted) mean of the probabilities, then a threshold unless
+      ``threshold`` is ``None`` (probabilities kept, e.g. for metrics that threshold themselves);
+    - ``"vote"``: each probability thresholded, then ``VoteEnsembled``, the per-pixel majority; a tie (an even number
+      of networks split in half) goes to background (MONAI rounds the mean vote, 0.5 to 0).
+
+    Args:
+        pred_keys: keys of the networks' logits, ``(C, H, W[, D])`` each (decollated) or batched.
+        mode: ``"mean"`` or ``"vote"``.
+        weights: one weight per network (``"mean"`` only); default equal.
+        output_key: key of the combined map.
+        threshold: probability threshold; required for ``"vote"``.
+
+    Raises:
+        ValueError: if ``mode`` is unknown, ``weights`` is given for ``"vote"`` or has the wrong length, or
+            ``"vote"`` has no threshold.
+    """
+    keys = list(pred_keys)
+    if mode not in ENSEMBLE_MODES:
+        raise ValueError(f"mode must be one of {ENSEMBLE_MODES}, got {mode!r}.")
+    if weights is not None and (mode == "vote" or len(weights) != len(keys)):
+        raise ValueError(f"weights need mode 'mean' and one value per network ({len(keys)}), got {list(weights)}.")
+    if mode == "vote" and threshold is None:
+        raise ValueError("mode 'vote' needs a threshold (each network's mask votes).")
+    steps: list = [Activationsd(keys=keys, sigmoid=True)]
+    if mode == "mean":
+        steps.append(MeanEnsembled(keys=keys, output_key=output_key, weights=weights))
+        if threshold is not None:
+            steps.append(AsDiscreted(keys=output_key, threshold=threshold))
+    else:
+        steps += [AsDiscreted(keys=keys, threshold=threshold), VoteEnsembled(keys=keys, output_key=output_key)]
+    return Compose(steps)
+
+
+def ensemble_evaluator(
+    device: str | torch.device,
+    val_data_loader: Iterable,
+    networks: Sequence[nn.Module],
+    mode: str = "mean",
+    weights: Sequence[float] | None = None,
+    threshold: float | None = None,
+    inferer=None,
+    key_val_metric: dict | None = None,
+    additional_metrics: dict | None = None,
+    val_handlers: Sequence | None = None,
+    output_key: str = "pred",
+) -> EnsembleEvaluator:
+    """MONAI ``EnsembleEvaluator`` of ``networks`` whose postprocessing is :func:`ensemble_postprocessing`.
+
+    Each network's logits go to ``"pred_0"``, ``"pred_1"``, ... (MONAI's keys), the combination to ``output_key``.
+    ``threshold`` defaults to ``None`` here (mean probabilities kept: the bundles' metric savers threshold
+    themselves); ``mode="vote"`` needs one.
+    """
+    pred_keys = [f"pred_{i}" for i in range(len(networks))]
+    return EnsembleEvaluator(
+        device=torch.device(device),
+        val_data_loader=val_data_loader,
+        networks=networks,
+        pred_keys=pred_keys,
+        inferer=inferer,
+        postprocessing=ensemble_postprocessing(pred_keys, mode, weights, output_key, threshold),
+        key_val_metric=key_val_metric,
+        additional_metrics=additional_metrics,
+        val_handlers=val_handlers,
+    )
