@@ -2,7 +2,7 @@
 
 The COVID-19 bundles differ in network, input size, channels and augmentation, but read the same slices and
 volumes the same way; their configs build these chains by ``_target_`` so that the reading, checking, HU
-windowing and mask writing live once. Every chain is made of MONAI transforms.
+windowing, lung masking and mask writing live once. Every chain is made of MONAI transforms.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import numpy as np
 import torch
 from monai.data import ITKReader, NibabelReader, PILReader
 from monai.transforms import (
+    Activationsd,
     AsDiscreted,
     Compose,
     CropForegroundd,
     DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
+    Invertd,
+    MaskIntensityd,
     Orientationd,
     RepeatChanneld,
     Resized,
@@ -27,9 +30,21 @@ from monai.transforms import (
 )
 
 from tools.io import AtomicNibabelWriter, AtomicPILWriter
-from tools.transforms import CheckedLoadImaged, CheckInputd, LungRegiond
+from tools.lung_mask import LungMaskd
+from tools.transforms import CheckedLoadImaged, CheckInputd
 
-__all__ = ["grey_reader", "slice_loading", "slice_inference_preprocessing", "ct_volume_preprocessing", "mask_saver"]
+__all__ = [
+    "grey_reader",
+    "slice_loading",
+    "slice_inference_preprocessing",
+    "ct_volume_preprocessing",
+    "LUNG_REGION_KEY",
+    "lesion_postprocessing",
+    "mask_saver",
+]
+
+LUNG_REGION_KEY = "lung_region"
+"""Key of the lung mask grown by a margin that :func:`ct_volume_preprocessing` carries to the network's grid."""
 
 
 def _to_grey(image):  # PIL converter: RGB screenshots of slices become one grey channel
@@ -71,6 +86,19 @@ def slice_inference_preprocessing(spatial_size: Sequence[int], channels: int = 1
                     Resized(keys="image", spatial_size=list(spatial_size), mode="bilinear")])
 
 
+def _lung_or_centre_voxel(mask: torch.Tensor) -> torch.Tensor:
+    """``CropForegroundd``'s ``select_fn`` for the lung crop: the lung, or the centre voxel when there is no lung.
+
+    An empty mask would give an empty crop, which no resizing accepts; one voxel (grown by the crop margin) gives one
+    small slice for the network, whose output the empty lung region then clears."""
+    sel = mask > 0
+    if bool(sel.any()):
+        return sel
+    centre = torch.zeros_like(sel)
+    centre[(slice(None), *(s // 2 for s in sel.shape[1:]))] = True
+    return centre
+
+
 def ct_volume_preprocessing(
     spatial_size: Sequence[int],
     hu_window: Sequence[float],
@@ -80,8 +108,10 @@ def ct_volume_preprocessing(
     channels: int = 1,
     lung_crop: bool = True,
     crop_margin: Sequence[int] = (8, 8, 0),
+    lung_margin_mm: float = 5.0,
 ) -> Compose:
-    """Inference chain for CT volumes in HU: read, orient, window, resize axial slices to the training size.
+    """Inference chain for CT volumes in HU: read, orient, find the lungs, crop to them, window, resize axial slices
+    to the training size.
 
     Args:
         spatial_size: in-plane size ``(H, W)`` the network was trained on; the slice axis keeps its length.
@@ -89,13 +119,22 @@ def ct_volume_preprocessing(
         axcodes: orientation putting the training slices' row/column directions on the first two axes
             (``"PLS"`` for the Inf-Net slices: columns anterior->posterior, rows patient right->left).
         device: where the volume is processed (CUDA when present: the orientation, windowing and resizing then
-            run on the GPU).
+            run on the GPU; the lung mask is computed on the CPU).
         dicom: read a DICOM series folder with MONAI's ``ITKReader`` (else ``NibabelReader`` for NIfTI).
         channels: network input channels (the grey channel is repeated).
-        lung_crop: crop the volume to the bounding box of a rough lung region of interest
-            (:class:`tools.transforms.LungRegiond`) before resizing, as the training slices are cropped to the
-            thorax; slices outside the box get no lesion.
-        crop_margin: margin of that box in voxels along each axis.
+        lung_crop: find the lungs (:class:`tools.lung_mask.LungMaskd`), crop the volume to their bounding box
+            (``crop_margin`` added) as the training slices are cropped to the thorax, so that slices without lung are
+            not segmented, and carry the lung mask grown by ``lung_margin_mm`` as ``LUNG_REGION_KEY`` through the
+            crop and resize, for :func:`lesion_postprocessing` to keep lesions only inside it. A volume without lung
+            is cropped to its centre voxel (one small slice is run, and its output cleared). ``False`` segments every
+            slice of the whole volume and keeps every lesion.
+        crop_margin: margin of the crop box in voxels along each axis (after orientation to ``axcodes``).
+        lung_margin_mm: margin, mm, around the lung mask inside which lesions are kept (pleural effusion and lesions
+            at the pleura lie partly outside the aerated lung that the mask follows).
+
+    Returns:
+        ``Compose`` giving ``image`` ``(channels, H, W, D')`` in [0, 1] and, with ``lung_crop``,
+        ``LUNG_REGION_KEY`` ``(1, H, W, D')`` (0/1), where ``D'`` is the number of slices in the crop box.
 
     The chain is invertible (``Invertd``) back to the input's shape and affine.
     """
@@ -107,19 +146,54 @@ def ct_volume_preprocessing(
         EnsureTyped(keys="image", dtype=torch.float32, device=device),
         Orientationd(keys="image", axcodes=axcodes),
     ]
+    spatial_keys, modes = ["image"], ["bilinear"]
     if lung_crop:
+        spatial_keys, modes = ["image", LUNG_REGION_KEY], ["bilinear", "nearest"]
         out += [
-            LungRegiond(keys="image", roi_key="lung_roi"),
-            CropForegroundd(keys="image", source_key="lung_roi", margin=list(crop_margin), allow_smaller=True),
-            DeleteItemsd(keys="lung_roi"),
+            LungMaskd(keys="image", mask_key="lung", margin_key=LUNG_REGION_KEY, margin_mm=lung_margin_mm),
+            CropForegroundd(keys=spatial_keys, source_key="lung", select_fn=_lung_or_centre_voxel,
+                            margin=list(crop_margin), allow_smaller=True),
+            DeleteItemsd(keys="lung"),
         ]
     out += [
         ScaleIntensityRanged(keys="image", a_min=float(hu_window[0]), a_max=float(hu_window[1]),
                              b_min=0.0, b_max=1.0, clip=True),
-        Resized(keys="image", spatial_size=[*spatial_size, -1], mode="bilinear"),
+        Resized(keys=spatial_keys, spatial_size=[*spatial_size, -1], mode=modes),
     ]
     if channels > 1:
         out.append(RepeatChanneld(keys="image", repeats=channels))
+    return Compose(out)
+
+
+def lesion_postprocessing(
+    preprocessing: Compose,
+    output_dir: str,
+    volume: bool,
+    threshold: float = 0.5,
+    lung_mask: bool = True,
+) -> Compose:
+    """Post-processing of the lesion logits ``pred`` for slices and CT volumes: sigmoid, (volumes: keep the lungs),
+    back to the input's grid, threshold, write.
+
+    Args:
+        preprocessing: the chain that made the network's input (inverted by ``Invertd`` to the input's exact shape
+            and affine: resize, crop and orientation for volumes, resize for slices).
+        output_dir: where :func:`mask_saver` writes the masks.
+        volume: the input is a CT volume (:func:`ct_volume_preprocessing`), not 2D slices.
+        threshold: probability from which (``>=``) a pixel is lesion.
+        lung_mask: for volumes, zero the probabilities outside ``LUNG_REGION_KEY`` (MONAI ``MaskIntensityd``, on
+            the network's grid, before ``Invertd``); needs ``ct_volume_preprocessing(lung_crop=True)``. Ignored for
+            slices.
+    """
+    out = [Activationsd(keys="pred", sigmoid=True)]
+    if volume and lung_mask:
+        out.append(MaskIntensityd(keys="pred", mask_key=LUNG_REGION_KEY))
+    out += [
+        Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True,
+                device="cpu"),
+        AsDiscreted(keys="pred", threshold=threshold),
+        mask_saver(output_dir, volume=volume),
+    ]
     return Compose(out)
 
 

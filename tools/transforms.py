@@ -107,6 +107,11 @@ class CheckedLoadImaged(LoadImaged):
 class LungRegiond(MapTransform):
     """Add a rough lung region-of-interest mask of a CT volume in HU, for cropping before slice inference.
 
+    Superseded: the CT-volume chain (:func:`tools.pipelines.ct_volume_preprocessing`) uses
+    :class:`tools.lung_mask.LungMaskd`, which drops bowel gas and the table gap that this region keeps and gives an
+    empty mask, not the whole volume, when there is no lung. Nothing in the repository uses this class any more
+    but its tests (``tests/test_transforms.py``); it can go with them.
+
     The COVID-19 training slices are cropped to the thorax, so a whole CT volume (table, abdomen, air around
     the patient) differs from them; cropping the volume to the lungs' bounding box (MONAI ``CropForegroundd`` on
     this mask) gives the network the field of view it was trained on and leaves slices without lung unsegmented.
