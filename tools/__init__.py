@@ -4,6 +4,6 @@ The command line is ``python -m tools`` (see ``tools.cli``). Bundle configs use 
 ``tools.data``, ``tools.transforms`` and ``tools.evaluation`` by ``_target_``.
 """
 
-from . import data, evaluation, io, metrics, pipelines, rgb_pipelines, transforms
+from . import data, evaluation, io, metrics, pipelines, rgb_pipelines, training, transforms
 
-__all__ = ["data", "evaluation", "io", "metrics", "pipelines", "rgb_pipelines", "transforms"]
+__all__ = ["data", "evaluation", "io", "metrics", "pipelines", "rgb_pipelines", "training", "transforms"]

@@ -6,6 +6,7 @@ Timings belong in results files written here, never in tests.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import resource
 import tempfile
@@ -17,7 +18,9 @@ from monai.bundle import ConfigWorkflow
 
 from tools.io import atomic_write_text
 
-__all__ = ["benchmark_inference"]
+__all__ = ["benchmark_inference", "benchmark_training", "matmul_gflop_per_s", "TRAIN_VARIANTS"]
+
+logger = logging.getLogger(__name__)
 
 
 def benchmark_inference(bundle_dir: str | Path, input_path: str | Path, output_json: str | Path | None = None,
@@ -69,5 +72,206 @@ def benchmark_inference(bundle_dir: str | Path, input_path: str | Path, output_j
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
     }
     out = Path(output_json) if output_json else bundle / "benchmark_inference.json"
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training speed
+# ---------------------------------------------------------------------------------------------------------------
+
+# The variants timed by benchmark_training: name -> config overrides of train.json (and whether to torch.compile).
+TRAIN_VARIANTS = {
+    "baseline": {"mixed_precision": "fp32", "memory_format": "contiguous"},
+    "bf16_contiguous": {"mixed_precision": "bf16", "memory_format": "contiguous"},
+    "bf16_channels_last": {"mixed_precision": "bf16", "memory_format": "channels_last"},
+    "fp32_channels_last": {"mixed_precision": "fp32", "memory_format": "channels_last"},
+}
+
+
+def matmul_gflop_per_s(device: torch.device, size: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """Measured fp32 and bf16 matrix-multiply throughput (GFLOP/s) of ``size x size`` matrices on ``device``:
+    the peak that a training step's GFLOP/s is read against."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+        out[name] = round(2 * size**3 * repeats / (time.perf_counter() - start) / 1e9, 1)
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_parts(train_json: Path, bundle: Path, overrides: dict) -> dict:
+    """The network, loss, optimiser and inferer of ``train.json`` with ``overrides``, as the trainer gets them."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(train_json))
+    parser.update({"bundle_root": str(bundle), **overrides})
+    get = parser.get_parsed_content
+    size = list(get("spatial_size"))
+    return {
+        "network": get("train#trainer#network"),
+        "loss": get("train#trainer#loss_function"),
+        "optimizer": get("train#trainer#optimizer"),
+        "inferer": get("train#trainer#inferer"),
+        "batch_size": int(get("train#dataloader#batch_size")),
+        "in_channels": int(get("network_def#in_channels")),
+        "spatial_size": size,
+        "device": get("device"),
+        "precision": get("precision"),
+        "compile": bool(get("compile")) if "compile" in parser else False,
+    }
+
+
+def _synthetic_batch(parts: dict, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (parts["batch_size"], parts["in_channels"], *parts["spatial_size"])
+    image = torch.rand(shape, generator=g)
+    label = (torch.rand((shape[0], 1, *shape[2:]), generator=g) > 0.7).float()
+    return image.to(parts["device"]), label.to(parts["device"])
+
+
+def _train_step(parts: dict, network, image, label) -> None:
+    optimizer = parts["optimizer"]
+    optimizer.zero_grad(set_to_none=True)
+    pred = parts["inferer"](image, network)
+    loss = parts["loss"](pred, label).mean()
+    loss.backward()
+    optimizer.step()
+
+
+def _flops_per_image(parts: dict) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    image, label = _synthetic_batch(parts)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        _train_step(parts, parts["network"], image, label)
+    return counter.get_total_flops() / parts["batch_size"]
+
+
+def benchmark_training(bundle_dir: str | Path, output_json: str | Path | None = None, steps: int = 3,
+                       warmup: int = 2, rounds: int = 3, variants: dict[str, dict] | None = None, compile: bool = False,  # noqa: A002
+                       overrides: dict | None = None) -> dict:
+    """Time the bundle's real training step (its ``train.json`` network, loss, optimiser, inferer, batch size and
+    input size, on synthetic tensors) in fp32-contiguous-eager (``baseline``), in what ``train.json`` uses by
+    default on this machine (``default``), and in the other :data:`TRAIN_VARIANTS`.
+
+    A step is forward (through the config's inferer, so mixed precision and memory format are the trainer's),
+    loss, backward and optimiser step. Each variant runs ``warmup`` untimed steps, then ``rounds`` rounds of
+    ``steps`` timed steps, the rounds interleaved across variants; a variant's time is its fastest round (so that
+    other load on the machine, which only ever slows a round, biases no variant).
+    FLOPs are counted once, in fp32, with ``torch.utils.flop_counter.FlopCounterMode``.
+
+    Args:
+        bundle_dir: the bundle folder (``configs/train.json``).
+        output_json: results file (default ``<bundle>/benchmark_train.json``), written whole or not at all.
+        steps, warmup, rounds: timed steps per round, untimed steps, rounds per variant.
+        variants: name -> ``train.json`` overrides; default :data:`TRAIN_VARIANTS`.
+        compile: also time the default with ``torch.compile`` of the network (``"default_compiled"``); the
+            compile time is reported apart.
+        overrides: ``train.json`` overrides applied to every variant (e.g. a batch size, or a tiny network in tests).
+
+    Returns (and writes) ``{"bundle", "device", "cpu_threads", "torch", "batch_size", "spatial_size",
+    "gflop_per_image", "matmul_gflop_per_s": {"fp32", "bf16"}, "baseline": {...}, "default": {...},
+    "variants": {name: {...}}}``, each timing ``{"images_per_s", "gflop_per_s", "seconds_per_step",
+    "precision", "memory_format", "compiled"}``, and ``"speedup"`` (default over baseline).
+    """
+    bundle = Path(bundle_dir).resolve()
+    train_json = bundle / "configs" / "train.json"
+    variants = dict(TRAIN_VARIANTS if variants is None else variants)
+    common = dict(overrides or {})
+    default_parts = _train_parts(train_json, bundle, common)
+    defaults = {"mixed_precision": "auto", "memory_format": "auto"}
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(train_json))
+    for key in defaults:
+        if key in parser:
+            defaults[key] = parser[key]
+    device = default_parts["device"]
+    flops = _flops_per_image(_train_parts(train_json, bundle,
+                                          {**common, **variants.get("baseline", TRAIN_VARIANTS["baseline"])}))
+
+    def prepare(overrides: dict, compiled: bool = False) -> dict:
+        parts = _train_parts(train_json, bundle, {**common, **overrides})
+        parts["overrides"], parts["compiled"] = overrides, compiled
+        parts["model"] = parts["network"]
+        start = time.perf_counter()
+        if compiled:
+            parts["model"] = torch.compile(parts["network"])
+        parts["batch"] = _synthetic_batch(parts)
+        for _ in range(warmup):
+            _train_step(parts, parts["model"], *parts["batch"])
+        if compiled:
+            parts["compile_and_warmup_s"] = round(time.perf_counter() - start, 1)
+        return parts
+
+    def timed(parts: dict) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            _train_step(parts, parts["model"], *parts["batch"])
+        _sync(device)
+        return (time.perf_counter() - start) / steps
+
+    prepared = {name: prepare(overrides) for name, overrides in variants.items()}
+    prepared["default"] = prepare({}, compiled=default_parts["compile"])
+    if compile and not default_parts["compile"]:
+        try:
+            prepared["default_compiled"] = prepare({}, compiled=True)
+        except Exception as e:  # noqa: BLE001 - a compile failure is a result to report, not a crash
+            compile_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    # Rounds interleave the variants so that a busy machine slows them alike; each keeps its fastest round.
+    seconds = {name: timed(parts) for name, parts in prepared.items()}
+    for _ in range(rounds - 1):
+        for name, parts in prepared.items():
+            seconds[name] = min(seconds[name], timed(parts))
+    results = {}
+    for name, parts in prepared.items():
+        record = {
+            "images_per_s": round(parts["batch_size"] / seconds[name], 3),
+            "gflop_per_s": round(flops * parts["batch_size"] / seconds[name] / 1e9, 1),
+            "seconds_per_step": round(seconds[name], 4),
+            "precision": parts["precision"],
+            "memory_format": parts["overrides"].get("memory_format", defaults["memory_format"]),
+            "compiled": parts["compiled"],
+        }
+        if "compile_and_warmup_s" in parts:
+            record["compile_and_warmup_s"] = parts["compile_and_warmup_s"]
+        results[name] = record
+        logger.info("%s %s: %s", bundle.name, name, record)
+    if compile and not default_parts["compile"] and "default_compiled" not in results:
+        results["default_compiled"] = {"error": compile_error}
+    baseline, default = results.pop("baseline"), results.pop("default")
+    result = {
+        "bundle": bundle.name,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cpu_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "batch_size": default_parts["batch_size"],
+        "spatial_size": default_parts["spatial_size"],
+        "gflop_per_image": round(flops / 1e9, 2),
+        "matmul_gflop_per_s": matmul_gflop_per_s(device),
+        "baseline": baseline,
+        "default": default,
+        "speedup": round(default["images_per_s"] / baseline["images_per_s"], 2),
+        "variants": results,
+    }
+    out = Path(output_json) if output_json else bundle / "benchmark_train.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     return result

@@ -11,6 +11,10 @@ Commands:
                                   per-channel mean and std of an RGB bundle's training split (its normalisation)
     benchmark BUNDLE_DIR INPUT [--output_json F] [--repeats N]
                                   time the bundle's inference on INPUT, write the results file
+    benchmark BUNDLE_DIR --mode train [--output_json F] [--steps N] [--rounds N] [--compile]
+                                  time the training step: fp32 baseline vs the default (bf16, channels-last)
+    mesh MASK --output F.stl [--png F.png] [--label N]
+                                  surface of a NIfTI mask as STL in world coordinates (mm)
     compare BUNDLE_DIR [--variants "['a','b']"] [--max_epochs N] [--output_dir OUT] [--dataset_dir DIR]
             [--overrides JSON] [--reuse]
                                   train the bundle's network and its baselines (configs/baselines/*.json) the
@@ -60,11 +64,37 @@ def channel_stats(bundle_dir: str, dataset_dir: str | None = None) -> str:
     return json.dumps(bundle_channel_stats(bundle_dir, dataset_dir))
 
 
-def benchmark(bundle_dir: str, input: str, output_json: str | None = None, repeats: int = 3) -> str:  # noqa: A002
-    """Time the bundle's inference workflow on ``input``; write and print the results as JSON."""
-    from tools.benchmark import benchmark_inference
+def benchmark(bundle_dir: str, input: str | None = None, mode: str = "infer", output_json: str | None = None,  # noqa: A002
+              repeats: int = 3, steps: int = 3, rounds: int = 3, compile: bool = False) -> str:  # noqa: A002
+    """Time the bundle's inference on INPUT (``--mode infer``) or its training step (``--mode train``).
 
-    return json.dumps(benchmark_inference(bundle_dir, input, output_json, repeats), indent=2)
+    Writes the results file and prints it as JSON. Timings belong in these files and the docs, never in tests.
+
+    Args:
+        bundle_dir: the bundle folder.
+        input: ``--mode infer``: an image, a folder of images, a NIfTI volume or a DICOM-series folder.
+        mode: ``infer`` (the bundle's ``inference.json`` workflow, model load excluded) or ``train`` (the real
+            training step of ``train.json`` on synthetic tensors: fp32-contiguous baseline, the config's
+            default on this machine, and the other precision / memory-format variants).
+        output_json: results file (default ``BUNDLE/benchmark_inference.json`` or ``BUNDLE/benchmark_train.json``).
+        repeats: ``--mode infer``: timed runs after one warm-up.
+        steps, rounds: ``--mode train``: timed steps per round, and rounds interleaved across variants (each
+            variant keeps its fastest round).
+        compile: ``--mode train``: also time ``torch.compile`` of the network.
+    """
+    from tools.benchmark import benchmark_inference, benchmark_training
+
+    if mode == "train":
+        result = benchmark_training(bundle_dir, output_json, steps=steps, rounds=rounds, compile=compile)
+    elif mode == "infer":
+        if input is None:
+            print("FAILED: --mode infer needs INPUT (an image, folder, NIfTI volume or DICOM folder).", file=sys.stderr)
+            sys.exit(2)
+        result = benchmark_inference(bundle_dir, input, output_json, repeats)
+    else:
+        print(f"FAILED: --mode must be 'infer' or 'train', got {mode!r}.", file=sys.stderr)
+        sys.exit(2)
+    return json.dumps(result, indent=2)
 
 
 def _json_words(value):

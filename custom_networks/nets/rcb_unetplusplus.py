@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import UnetResBlock
 from monai.networks.layers.factories import Conv, Pool
-from monai.networks.nets.basic_unet import UpCat
 
 from custom_networks.blocks.cbam import CBAM
+from custom_networks.blocks.upcat import UpCat
 
 __all__ = ["RCBUNetPlusPlus"]
 
