@@ -10,6 +10,7 @@ from monai.losses import DiceCELoss
 
 from custom_networks.blocks import AffinityAttention, ScaleFeatureAttention
 from custom_networks.blocks.cbam import ChannelAttention
+from custom_networks.blocks.upcat import UpCat
 from custom_networks.nets import IACNN
 
 SMALL = (4, 8, 16, 32, 64)
@@ -168,10 +169,36 @@ def test_iacnn_rejects_input_of_wrong_dimensionality():
         IACNN(channels=SMALL)(torch.rand(1, 3, 32, 32, 32))
 
 
-@pytest.mark.parametrize("kwargs", [{"spatial_dims": 1}, {"attention_stages": 6}, {"channels": ()}])
+@pytest.mark.parametrize(
+    "kwargs", [{"spatial_dims": 1}, {"attention_stages": 6}, {"channels": ()}, {"channels": (4, 8, 12, 24, 48)}]
+)
 def test_iacnn_rejects_invalid_construction_arguments(kwargs):
     with pytest.raises(ValueError):
         IACNN(**kwargs)
+
+
+def test_iacnn_decoder_stages_are_upcat_keeping_then_halving_the_channels(default_net):
+    upcats = [stage.upcat for stage in default_net.decoder]
+    assert all(isinstance(u, UpCat) for u in upcats)
+    ups = [(u.upsample.deconv.in_channels, u.upsample.deconv.out_channels) for u in upcats]
+    assert ups == [(512, 512), (512, 256), (256, 128), (128, 64), (64, 32)]
+
+
+def test_iacnn_loads_a_checkpoint_saved_with_the_pre_upcat_decoder_keys_strictly():
+    torch.manual_seed(0)
+    source = IACNN(channels=SMALL).eval()
+    renames = {".upcat.upsample.": ".up.", ".upcat.convs.conv_0.": ".fuse.0.", ".upcat.convs.conv_1.": ".fuse.1."}
+    old = {}
+    for key, value in source.state_dict().items():
+        for new, before in renames.items():
+            key = key.replace(new, before)
+        old[key] = value
+    assert "decoder.0.fuse.1.conv.weight" in old and "decoder.4.up.deconv.bias" in old
+    net = IACNN(channels=SMALL).eval()
+    net.load_state_dict(old, strict=True)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), source(x), rtol=0, atol=0)
 
 
 def test_iacnn_bce_dice_loss_backpropagates_to_every_parameter():

@@ -3,6 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from monai.networks.nets import ResNet
+from monai.networks.nets.resnet import ResNetBlock
+
 from custom_networks.nets.resattunet import ResAttUNet, load_torchvision_resnet34
 
 # small but complete configurations to keep the tests fast
@@ -101,6 +104,26 @@ def test_plain_encoder_differs_from_resnet_only_by_projection_shortcuts():
     assert n_params(res) - n_params(plain) == shortcuts
 
 
+def test_encoder_is_monais_resnet34_without_classifier():
+    enc = ResAttUNet().encoder
+    assert isinstance(enc, ResNet) and enc.fc is None
+    assert [len(enc.layer1), len(enc.layer2), len(enc.layer3), len(enc.layer4)] == [3, 4, 6, 3]
+    assert sum(isinstance(m, ResNetBlock) for m in enc.modules()) == 3 + 4 + 6 + 3
+    assert enc.conv1.stride == (2, 2) and enc.layer2[0].downsample[0].bias is None  # torchvision's option B
+
+
+def test_encoder_stages_take_the_networks_norm_and_activation():
+    net = ResAttUNet(norm=("group", {"num_groups": 4}), act="prelu", **SMALL_2D)
+    block = net.encoder.layer2[0]
+    assert isinstance(block.bn2, torch.nn.GroupNorm) and isinstance(block.downsample[1], torch.nn.GroupNorm)
+    assert isinstance(block.act, torch.nn.PReLU)
+
+
+def test_norm_without_affine_parameters_is_rejected_naming_the_alternative():
+    with pytest.raises(ValueError, match="affine"):
+        ResAttUNet(norm="instance", **SMALL_2D)
+
+
 def test_default_encoder_has_resnet34_parameter_count():
     # torchvision resnet34 has 21,797,672 parameters, of which fc has 512 * 1000 + 1000
     assert n_params(ResAttUNet().encoder) == 21_797_672 - 513_000
@@ -132,7 +155,7 @@ def test_torchscript_without_attention_gates_matches_eager():
 
 def test_forward_rejects_spatial_size_not_divisible_by_32():
     net = ResAttUNet(**SMALL_2D)
-    with pytest.raises(ValueError, match="divisible by 32"):
+    with pytest.raises(ValueError, match=r"divisible by 2\*\*5 = 32"):
         net(torch.rand(1, 3, 64, 48))
 
 
@@ -212,7 +235,11 @@ def test_load_torchvision_single_channel_input_sums_stem_over_rgb(tv_state_dict)
 
 
 @pytest.mark.parametrize(
-    "kwargs, message", [({"residual_encoder": False}, "residual_encoder=True"), ({"norm": "instance"}, "norm='batch'")]
+    "kwargs, message",
+    [
+        ({"residual_encoder": False}, "residual_encoder=True"),
+        ({"norm": ("instance", {"affine": True})}, "norm='batch'"),
+    ],
 )
 def test_load_torchvision_into_incompatible_encoder_raises(kwargs, message):
     net = ResAttUNet(**SMALL_2D, **kwargs)

@@ -7,18 +7,24 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from monai.networks.blocks import Convolution, UpSample
 from monai.networks.layers.factories import Conv, Pool
 
 from custom_networks.blocks.affinity_attention import AffinityAttention
 from custom_networks.blocks.cbam import ChannelAttention
 from custom_networks.blocks.scale_feature_attention import ScaleFeatureAttention
+from custom_networks.blocks.upcat import UpCat
+from custom_networks.nets._checks import check_input_divisible
 
 __all__ = ["IACNN"]
 
 
 class _DecoderStage(nn.Module):
-    """Transposed-convolution up-sampling by 2, skip concatenation, two 3x3 conv blocks, then attention."""
+    """A decoder stage: ``UpCat`` (MONAI's block: 2x transposed convolution ``in -> out`` channels, concatenation
+    ``[skip, up]``, two 3x3 conv blocks ``2 out -> out``), then ``attention`` (``nn.Identity`` for none).
+
+    Checkpoints saved before the stage used ``UpCat`` name its weights ``up.*`` and ``fuse.0.*``/``fuse.1.*``; a
+    load-state-dict pre-hook renames them (:data:`_OLD_KEYS`), so such checkpoints load unchanged, strictly.
+    """
 
     def __init__(
         self,
@@ -31,17 +37,28 @@ class _DecoderStage(nn.Module):
         attention: nn.Module,
     ) -> None:
         super().__init__()
-        self.up = UpSample(spatial_dims, in_channels, out_channels, scale_factor=2, mode="deconv")
-        kwargs = dict(act=act, norm=norm, dropout=dropout if dropout > 0 else None, bias=norm is None)
-        self.fuse = nn.Sequential(
-            Convolution(spatial_dims, 2 * out_channels, out_channels, kernel_size=3, **kwargs),
-            Convolution(spatial_dims, out_channels, out_channels, kernel_size=3, **kwargs),
+        # UpCat's up-sampling keeps the channels or halves them (``halves``): the IA-CNN's widths allow both
+        self.upcat = UpCat(
+            spatial_dims, in_channels, out_channels, out_channels, act=act, norm=norm, bias=norm is None,
+            dropout=dropout if dropout > 0 else None, upsample="deconv", halves=in_channels != out_channels,
         )
         self.attention = attention
+        self.register_load_state_dict_pre_hook(_rename_old_keys)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = self.fuse(torch.cat([skip, self.up(x)], dim=1))
-        return self.attention(x)
+        return self.attention(self.upcat(x, skip))
+
+
+# key prefixes of a decoder stage before it was built on UpCat -> now
+_OLD_KEYS = {"up.": "upcat.upsample.", "fuse.0.": "upcat.convs.conv_0.", "fuse.1.": "upcat.convs.conv_1."}
+
+
+def _rename_old_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        for old, new in _OLD_KEYS.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+                break
 
 
 class IACNN(nn.Module):
@@ -58,7 +75,7 @@ class IACNN(nn.Module):
 
         encoder   : SFA(in -> c[0]), then for i = 1..L-1: maxpool 2, SFA(c[i-1] -> c[i])  -> skips
         bottleneck: maxpool 2, SFA(c[L-1] -> c[L-1])                                      (1/2**L)
-        decoder   : L stages, deepest first, each: deconv 2 (-> c[i]), concat skip i,
+        decoder   : L stages, deepest first, each MONAI's UpCat: deconv 2 (-> c[i]), concat skip i,
                     2 x (3x3 conv, norm, act); the first ``attention_stages`` stages are then followed
                     by spatial attention (AffinityAttention) and channel attention (ChannelAttention)
         head      : 1x1 conv c[0] -> out_channels (logits, no activation)
@@ -68,14 +85,16 @@ class IACNN(nn.Module):
     - **Widths.** The paper's channel widths are not known to us; the default ``(32, 64, 128, 256, 512)``
       is a U-Net progression (doubling per stage) at half U-Net's widths, which keeps the default 2D model at
       29.05 M parameters. The bottleneck keeps ``c[L-1]`` channels instead of doubling them (doubling to
-      1024 would add 23 M parameters at 1/32 resolution).
+      1024 would add 23 M parameters at 1/32 resolution). Each width must equal or double the one before
+      it: a decoder stage is MONAI's ``UpCat``, whose up-sampling keeps or halves the channels.
     - **Five down-samplings.** Five transposed-convolution stages up need five down-samplings: one 2x
       max-pool before each of encoder stages 2-5 and one before the bottleneck (the pooling and
       bottleneck layout of U-Net, one level deeper). Input sizes must therefore be divisible by ``2**L``
       (32 by default); other sizes raise ``ValueError`` rather than being padded silently.
     - **Convolutions.** Every convolution is ``conv -> norm -> activation`` (batch norm and ReLU by
       default); the SFA branches are read as in ``ScaleFeatureAttention``. The decoder fuses the
-      up-sampled and skip features by concatenation and two 3x3 conv blocks, as in U-Net. Up-sampling is
+      up-sampled and skip features by concatenation and two 3x3 conv blocks, as in U-Net: MONAI's
+      ``UpCat`` (``custom_networks.blocks.upcat.UpCat``, which never needs to pad here). Up-sampling is
       a transposed convolution of kernel 2 and stride 2 (``UpSample(mode="deconv")``).
     - **Spatial attention** (eqs. 5-6) is computed as a ``C x C`` channel affinity scaled by ``1/N``
       (``AffinityAttention``, see its docstring): the literal ``(HW) x (HW)`` pixel affinity is
@@ -93,8 +112,9 @@ class IACNN(nn.Module):
         spatial_dims: number of spatial dimensions, 2 or 3 (the paper is 2D).
         in_channels: number of input channels (3 for the paper's RGB images).
         out_channels: number of output channels (logits), 1 for binary segmentation.
-        channels: widths of the encoder stages, shallowest first; its length ``L`` is the number of
-            encoder stages, of down-samplings and of decoder stages. Default ``(32, 64, 128, 256, 512)``.
+        channels: widths of the encoder stages, shallowest first, each equal to or double the one before;
+            its length ``L`` is the number of encoder stages, of down-samplings and of decoder stages.
+            Default ``(32, 64, 128, 256, 512)``.
         attention_stages: number of decoder stages, deepest first, followed by spatial and channel
             attention, between 0 and ``L``. Default 3.
         reduction: reduction ratio of the channel-attention MLP. Default 16.
@@ -112,10 +132,14 @@ class IACNN(nn.Module):
         output ``(B, out_channels, H, W[, D])``, logits.
 
     Raises:
-        ValueError: at construction, if ``spatial_dims`` is not 2 or 3, ``channels`` is empty or has a
-            non-positive width, or ``attention_stages`` is not in ``[0, L]``.
+        ValueError: at construction, if ``spatial_dims`` is not 2 or 3, ``channels`` is empty, has a
+            non-positive width or a width neither equal to nor double the one before, or
+            ``attention_stages`` is not in ``[0, L]``.
         ValueError: in ``forward``, if the input does not have ``spatial_dims + 2`` dimensions or a spatial
             size is not divisible by ``2**L``.
+
+    Checkpoints saved before the decoder stages were built on ``UpCat`` (keys ``decoder.<k>.up.*``,
+    ``decoder.<k>.fuse.{0,1}.*``) load unchanged: a load-state-dict pre-hook renames their keys.
 
     Example::
 
@@ -143,6 +167,8 @@ class IACNN(nn.Module):
         channels = tuple(int(c) for c in channels)
         if len(channels) == 0 or min(channels) < 1:
             raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}.")
+        if any(c_next not in (c, 2 * c) for c, c_next in zip(channels[:-1], channels[1:])):
+            raise ValueError(f"each width in channels must equal or double the one before it, got {channels}.")
         if not 0 <= attention_stages <= len(channels):
             raise ValueError(f"attention_stages must be in [0, {len(channels)}], got {attention_stages}.")
         self.spatial_dims = spatial_dims
@@ -176,20 +202,8 @@ class IACNN(nn.Module):
         self.decoder = nn.ModuleList(decoder)
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                f"expected a {self.spatial_dims + 2}D input (B, C, spatial...), got shape {list(x.shape)}."
-            )
-        for size in x.shape[2:]:
-            if size % self.size_divisor != 0:
-                raise ValueError(
-                    f"every spatial size must be divisible by 2**{self.depth} = {self.size_divisor} "
-                    f"(one 2x down-sampling per stage), got shape {list(x.shape)}."
-                )
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        check_input_divisible(x, self.spatial_dims, self.depth, "IACNN")
         skips: list[torch.Tensor] = []
         for stage in self.encoder:
             x = stage(x)

@@ -12,6 +12,7 @@ from monai.networks.nets.basic_unet import TwoConv, UpCat
 
 from custom_networks.blocks.cbam import ChannelAttention
 from custom_networks.blocks.multiscale_residual import MultiScaleResidualUnit
+from custom_networks.nets._checks import check_input_dims
 
 __all__ = ["MSRUNet"]
 
@@ -183,10 +184,7 @@ class MSRUNet(nn.Module):
         self.head = Conv[Conv.CONV, spatial_dims](f[0], out_channels, kernel_size=1)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                f"expected a {self.spatial_dims + 2}D input (B, C, spatial...), got shape {list(x.shape)}."
-            )
+        check_input_dims(x, self.spatial_dims, "MSRUNet")
         if min(x.shape[2:]) < self.min_size:
             raise ValueError(
                 f"every spatial size must be at least 2**{self.depth - 1} = {self.min_size} "

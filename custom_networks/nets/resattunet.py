@@ -13,39 +13,45 @@ import torch
 import torch.nn as nn
 
 from monai.networks.blocks import Convolution, UpSample
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets.attentionunet import AttentionBlock
-from monai.networks.nets.resnet import ResNetBlock
+from monai.networks.nets.resnet import ResNet, ResNetBlock
+
+from custom_networks.nets._checks import check_input_divisible
 
 __all__ = ["ResAttUNet", "load_torchvision_resnet34"]
 
 _NUM_STAGES = 4
-# total down-sampling factor of the encoder: stride-2 stem conv, stride-2 max-pool, stride 2 in layers 2-4.
-_TOTAL_STRIDE = 2 ** (_NUM_STAGES + 1)
+# the encoder's 2x down-samplings: stride-2 stem conv, stride-2 max-pool, stride 2 in layers 2-4.
+_DOWNSAMPLINGS = _NUM_STAGES + 1
+_TOTAL_STRIDE = 2**_DOWNSAMPLINGS
 
 
 class _PlainBlock(nn.Module):
     """Double conv-norm-act block without a shortcut: ``ResNetBlock`` minus the residual addition.
 
-    ``conv(stride) -> norm -> act -> conv -> norm -> act``; used by ``ResAttUNet(residual_encoder=False)``.
+    ``conv(stride) -> norm -> act -> conv -> norm -> act``; used by ``ResAttUNet(residual_encoder=False)``. Takes
+    ``ResNetBlock``'s arguments; ``downsample`` (the projection shortcut MONAI's ``ResNet`` builds for a block that
+    changes size or width) is discarded: a plain block has no shortcut.
     """
+
+    expansion = 1
 
     def __init__(
         self,
+        in_planes: int,
+        planes: int,
         spatial_dims: int,
-        in_channels: int,
-        out_channels: int,
-        stride: int,
-        act: str | tuple,
-        norm: str | tuple,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        act: str | tuple = ("relu", {"inplace": True}),
+        norm: str | tuple = "batch",
     ) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            Convolution(
-                spatial_dims, in_channels, out_channels, strides=stride, kernel_size=3, act=act, norm=norm, bias=False
-            ),
-            Convolution(spatial_dims, out_channels, out_channels, kernel_size=3, act=act, norm=norm, bias=False),
+            Convolution(spatial_dims, in_planes, planes, strides=stride, kernel_size=3, act=act, norm=norm, bias=False),
+            Convolution(spatial_dims, planes, planes, kernel_size=3, act=act, norm=norm, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,10 +59,31 @@ class _PlainBlock(nn.Module):
         return out
 
 
-class _Encoder(nn.Module):
-    """ResNet34-style encoder. Attribute names follow torchvision's ``ResNet`` (``conv1``, ``bn1``, ``maxpool``,
-    ``layer1`` ... ``layer4``; blocks have ``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample.0``/``.1``) so that a
-    torchvision state dict maps onto ``encoder.<same key>``.
+class _Blocks:
+    """The ``block`` argument of MONAI's ``ResNet``: builds ``block_type`` blocks with the encoder's ``act`` and
+    ``norm``, which MONAI 1.6's ``ResNet.__init__`` does not pass on to its stages (``_Encoder._make_layer``
+    passes ``norm`` to the projection shortcuts)."""
+
+    expansion = 1
+
+    def __init__(self, block_type: type[nn.Module], act: str | tuple, norm: str | tuple) -> None:
+        self.block_type, self.act, self.norm = block_type, act, norm
+
+    def __call__(
+        self, in_planes: int, planes: int, spatial_dims: int = 3, stride: int = 1, downsample: nn.Module | None = None,
+        norm: str | tuple = "batch",
+    ) -> nn.Module:
+        return self.block_type(in_planes, planes, spatial_dims=spatial_dims, stride=stride, downsample=downsample,
+                               act=self.act, norm=self.norm)
+
+
+class _Encoder(ResNet):
+    """ResNet34 encoder: MONAI's ``ResNet`` (7x7 stride-2 stem, max-pool, ``layer1`` .. ``layer4``; option-B
+    projection shortcuts without bias, as torchvision's) with the classifier left out and the ``forward`` of MONAI's
+    ``ResNetFeatures``. Attribute names are torchvision's (``conv1``, ``bn1``, ``maxpool``, ``layer1`` ...
+    ``layer4``; blocks have ``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample.0``/``.1``), so a torchvision state
+    dict maps onto ``encoder.<same key>``. ``ResNetFeatures`` itself takes only a model name (fixed widths, batch
+    norm, ReLU), so it cannot serve the baselines' plain blocks nor other widths.
 
     ``forward`` returns the stem output (stride 2, before the max-pool) and the outputs of layer1..layer4
     (strides 4, 4, 8, 16, 32 relative to the input -- layer1 has stride 1 after the max-pool).
@@ -72,51 +99,34 @@ class _Encoder(nn.Module):
         act: str | tuple,
         norm: str | tuple,
     ) -> None:
-        super().__init__()
-        conv_type = Conv[Conv.CONV, spatial_dims]
-        pool_type = Pool[Pool.MAX, spatial_dims]
-        self.conv1 = conv_type(in_channels, channels[0], kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=channels[0])
-        self.act = get_act_layer(name=act)
-        self.maxpool = pool_type(kernel_size=3, stride=2, padding=1)
+        super().__init__(
+            block=_Blocks(ResNetBlock if residual else _PlainBlock, act=act, norm=norm),  # type: ignore[arg-type]
+            layers=list(layers),
+            block_inplanes=list(channels),
+            spatial_dims=spatial_dims,
+            n_input_channels=in_channels,
+            conv1_t_size=7,
+            conv1_t_stride=2,
+            shortcut_type="B",
+            feed_forward=False,
+            bias_downsample=False,
+            act=act,
+            norm=norm,
+        )
 
-        in_planes = channels[0]
-        stages = []
-        for i, (n_blocks, planes) in enumerate(zip(layers, channels)):
-            stride = 1 if i == 0 else 2
-            blocks: list[nn.Module] = []
-            for b in range(n_blocks):
-                s = stride if b == 0 else 1
-                if residual:
-                    downsample: nn.Module | None = None
-                    if s != 1 or in_planes != planes:
-                        downsample = nn.Sequential(
-                            conv_type(in_planes, planes, kernel_size=1, stride=s, bias=False),
-                            get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=planes),
-                        )
-                    blocks.append(
-                        ResNetBlock(
-                            in_planes, planes, spatial_dims=spatial_dims, stride=s, downsample=downsample, act=act,
-                            norm=norm,
-                        )
-                    )
-                else:
-                    blocks.append(_PlainBlock(spatial_dims, in_planes, planes, s, act=act, norm=norm))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+    def _make_layer(
+        self,
+        block: _Blocks,  # type: ignore[override]
+        planes: int,
+        blocks: int,
+        spatial_dims: int,
+        shortcut_type: str,
+        stride: int = 1,
+        norm: str | tuple = "batch",
+    ) -> nn.Sequential:
+        return super()._make_layer(block, planes, blocks, spatial_dims, shortcut_type, stride, norm=block.norm)
 
-        # same initialisation as torchvision / MONAI ResNet
-        for m in self.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)):
-                if m.weight is not None:
-                    nn.init.constant_(m.weight, 1.0)
-                if m.bias is not None:
-                    nn.init.constant_(m.bias, 0.0)
-
-    def forward(
+    def forward(  # type: ignore[override]
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x0 = self.act(self.bn1(self.conv1(x)))
@@ -177,7 +187,8 @@ class ResAttUNet(nn.Module):
 
     Architecture (default arguments, 2D input ``(B, 3, H, W)``; strides relative to the input):
 
-    - encoder (torchvision ``resnet34`` layout, module ``self.encoder``): 7x7 stride-2 conv 64 + norm + ReLU
+    - encoder (MONAI's ``monai.networks.nets.ResNet`` in torchvision's ``resnet34`` layout, without its classifier;
+      module ``self.encoder``): 7x7 stride-2 conv 64 + norm + ReLU
       (the "stem", stride 2) -> 3x3 stride-2 max-pool -> ``layer1`` .. ``layer4`` made of 3, 4, 6, 3 basic blocks
       (``monai.networks.nets.resnet.ResNetBlock``) with 64, 128, 256, 512 channels at strides 4, 8, 16, 32. The first
       block of layers 2-4 has stride 2 and a 1x1 conv + norm projection shortcut (``downsample``), ResNet option B.
@@ -223,8 +234,9 @@ class ResAttUNet(nn.Module):
         attention_gates: whether the skip connections pass through attention gates (see the table above).
         residual_encoder: whether the encoder uses ResNet basic blocks (True) or plain double-conv blocks (False).
         norm: normalisation of the encoder and decoder convolutions (MONAI ``Norm`` name or ``(name, args)``),
-            default ``"batch"``. The attention gates always use batch norm (MONAI's ``AttentionBlock``).
-            Loading torchvision weights requires ``"batch"``.
+            default ``"batch"``; it must have learnable affine parameters, which MONAI's ``ResNet`` initialises
+            (``("instance", {"affine": True})``, not ``"instance"``). The attention gates always use batch norm
+            (MONAI's ``AttentionBlock``). Loading torchvision weights requires ``"batch"``.
         act: activation (MONAI ``Act`` name or ``(name, args)``), default in-place ReLU. The gates use ReLU and
             sigmoid regardless.
         dropout: dropout probability in the decoder convolutions, default 0.0.
@@ -238,8 +250,8 @@ class ResAttUNet(nn.Module):
 
     Raises:
         ValueError: in ``__init__`` if ``spatial_dims`` is not 2 or 3, if ``layers``, ``channels`` or
-            ``decoder_channels`` do not have 4 positive entries, or (through ``pretrained_path``) if the weights
-            cannot be loaded (see :func:`load_torchvision_resnet34`).
+            ``decoder_channels`` do not have 4 positive entries, if ``norm`` has no learnable affine parameters,
+            or (through ``pretrained_path``) if the weights cannot be loaded (see :func:`load_torchvision_resnet34`).
         ValueError: in ``forward`` if the input is not ``spatial_dims + 2``-dimensional or a spatial size is not
             divisible by 32 (a scripted model raises ``torch.jit.Error`` carrying the same message).
 
@@ -289,6 +301,12 @@ class ResAttUNet(nn.Module):
         for name, val in (("layers", layers), ("channels", channels), ("decoder_channels", decoder_channels)):
             if len(val) != _NUM_STAGES or any(int(v) < 1 for v in val):
                 raise ValueError(f"{name} must have {_NUM_STAGES} positive entries, got {tuple(val)}.")
+        if not isinstance(getattr(get_norm_layer(norm, spatial_dims, channels=int(channels[0])), "weight", None),
+                          torch.Tensor):
+            raise ValueError(
+                f"norm must have learnable affine parameters (MONAI's ResNet initialises them), got {norm!r}; "
+                "e.g. ('instance', {'affine': True}) instead of 'instance'."
+            )
         layers = tuple(int(v) for v in layers)
         channels = tuple(int(v) for v in channels)
         decoder_channels = tuple(int(v) for v in decoder_channels)
@@ -298,6 +316,7 @@ class ResAttUNet(nn.Module):
         self.out_channels = out_channels
         self.attention_gates = attention_gates
         self.residual_encoder = residual_encoder
+        self.downsamplings = _DOWNSAMPLINGS
         self.total_stride = _TOTAL_STRIDE
 
         self.encoder = _Encoder(spatial_dims, in_channels, layers, channels, residual_encoder, act=act, norm=norm)
@@ -323,19 +342,7 @@ class ResAttUNet(nn.Module):
             load_torchvision_resnet34(self, pretrained_path, strict=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                "ResAttUNet expects a (B, C, *spatial) input with {} spatial dims, got shape {}.".format(
-                    self.spatial_dims, list(x.shape)
-                )
-            )
-        for s in x.shape[2:]:
-            if s % self.total_stride != 0:
-                raise ValueError(
-                    "ResAttUNet: every spatial size must be divisible by {}, got input shape {}.".format(
-                        self.total_stride, list(x.shape)
-                    )
-                )
+        check_input_divisible(x, self.spatial_dims, self.downsamplings, "ResAttUNet")
         x0, x1, x2, x3, x4 = self.encoder(x)
         y = self.decoder1(x4, x3)
         y = self.decoder2(y, x2)

@@ -17,6 +17,7 @@ from custom_networks.blocks.unet_attention import (
     get_skip_attention,
 )
 from custom_networks.blocks.unet_units import get_unit, unit_names
+from custom_networks.nets._checks import check_input_divisible
 
 __all__ = ["VariantUNet", "ACTIVATIONS", "NORMS", "BOTTLENECKS", "ATTENTION_POSITIONS"]
 
@@ -218,20 +219,8 @@ class VariantUNet(nn.Module):
             [conv(f[i], out_channels, kernel_size=1) for i in range(1, self.depth - 1)] if deep_supervision else []
         )
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                f"expected a {self.spatial_dims + 2}D input (B, C, spatial...), got shape {list(x.shape)}."
-            )
-        for size in x.shape[2:]:
-            if size % self.size_divisor != 0:
-                raise ValueError(
-                    f"every spatial size must be divisible by 2**{self.depth - 1} = {self.size_divisor} "
-                    f"(one 2x down-sampling per level), got shape {list(x.shape)}."
-                )
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        check_input_divisible(x, self.spatial_dims, self.depth - 1, "VariantUNet")
         skips: list[torch.Tensor] = []
         for stage in self.encoder:
             x = stage(x)

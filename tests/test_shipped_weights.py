@@ -1,0 +1,63 @@
+"""The shipped ``models/model.pt`` of the ResAttUNet and IA-CNN bundles load strictly into each bundle's
+``network_def`` (``inference.json``) and give the outputs they gave before the networks were rebuilt on MONAI's
+``ResNet`` (ResAttUNet's encoder) and ``UpCat`` (IA-CNN's decoder stages).
+
+The reference numbers were recorded with the networks as they were before that change, on the same input: the
+shipped weights, eval mode, ``torch.rand(1, 3, 64, 64)`` from a generator seeded with 0; the output (1, 1, 64, 64)
+at six flat indices, and its mean.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.bundle import ConfigParser
+from monai.handlers import CheckpointLoader
+
+from conftest import BUNDLES
+
+INDICES = [0, 517, 1234, 2048, 2999, 4095]
+REFERENCE = {  # bundle: (output at INDICES, output mean)
+    "covid19_lesion_ct_resattunet_segmentation": (
+        [-1.384378, -0.94015, 0.371694, -1.257932, -0.707868, -1.379127], -0.144019),
+    "polyp_endoscopy_iacnn_segmentation": (
+        [-0.555794, 0.34647, -1.230915, -0.615685, -0.662571, -0.325859], -0.493029),
+    "skin_lesion_dermoscopy_iacnn_segmentation": (
+        [-1.542401, -1.901199, -1.900476, -1.839828, -2.017919, -1.380548], -1.915399),
+}
+
+
+def _network(bundle: str) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(BUNDLES / bundle)
+    return parser.get_parsed_content("network_def")
+
+
+def _outputs(net: torch.nn.Module) -> tuple[list[float], float]:
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = net.eval()(x).flatten()
+    return y[INDICES].tolist(), float(y.mean())
+
+
+@pytest.mark.parametrize("bundle", sorted(REFERENCE), ids=lambda b: b.split("_")[0])
+def test_shipped_weights_load_strictly_and_give_the_recorded_outputs(bundle):
+    net = _network(bundle)
+    state = torch.load(BUNDLES / bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    values, mean = _outputs(net)
+    expected_values, expected_mean = REFERENCE[bundle]
+    assert values == pytest.approx(expected_values, abs=1e-4)
+    assert mean == pytest.approx(expected_mean, abs=1e-5)
+
+
+def test_configs_checkpoint_loader_loads_the_iacnn_weights_saved_with_the_old_decoder_keys():
+    bundle = "polyp_endoscopy_iacnn_segmentation"
+    path = BUNDLES / bundle / "models" / "model.pt"
+    assert any(".fuse.0." in k for k in torch.load(path, map_location="cpu", weights_only=True))  # the old keys
+    net = _network(bundle)
+    CheckpointLoader(load_path=str(path), load_dict={"model": net}, map_location="cpu")(Engine(lambda e, b: None))
+    values, _ = _outputs(net)
+    assert values == pytest.approx(REFERENCE[bundle][0], abs=1e-4)
