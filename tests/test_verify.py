@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tools.verify import BundleCheckError, verify_bundle
+from tools.verify import CHECKS, BundleCheckError, verify_bundle
 
 from conftest import BUNDLES
 
@@ -30,9 +30,25 @@ def _edit_metadata(bundle, edit):
 
 def test_shipped_bundle_passes_every_check():
     assert verify_bundle(BUNDLE) == [
-        "required files", "metadata schema and changelog", "configs parse", "workflow properties",
-        "network input/output", "TorchScript round trip",
+        "required files", "metadata schema and changelog", "configs parse", "configs stay inside the bundle",
+        "workflow properties", "network input/output", "TorchScript round trip",
     ]
+
+
+def test_verify_writes_nothing_into_the_bundle(bundle_copy):
+    before = sorted(p for p in bundle_copy.rglob("*") if "__pycache__" not in p.parts)
+    verify_bundle(bundle_copy)
+    assert sorted(p for p in bundle_copy.rglob("*") if "__pycache__" not in p.parts) == before
+
+
+def test_a_config_reaching_into_a_sibling_folder_fails_naming_the_check(bundle_copy):
+    path = bundle_copy / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    config["input"] = "$@bundle_root + '/../other_bundle/sample_data/dataset/Imgs'"
+    path.write_text(json.dumps(config))
+    with pytest.raises(BundleCheckError, match=r"configs/inference\.json: input: .*/\.\./other_bundle") as err:
+        verify_bundle(bundle_copy)
+    assert err.value.check == "configs stay inside the bundle"
 
 
 def test_missing_weights_are_named(bundle_copy):
@@ -67,4 +83,13 @@ def test_cli_exits_non_zero_with_message(bundle_copy):
     (bundle_copy / "LICENSE").unlink()
     proc = subprocess.run([sys.executable, "-m", "tools", "verify", str(bundle_copy)], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "FAILED:" in proc.stderr and "LICENSE" in proc.stderr
+    assert "FAILED: required files:" in proc.stderr and "LICENSE" in proc.stderr
+    assert "not run: metadata schema and changelog, configs parse" in proc.stderr
+
+
+def test_cli_prints_each_check_by_name_as_it_passes(bundle_copy):
+    proc = subprocess.run([sys.executable, "-m", "tools", "verify", str(bundle_copy)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line for line in proc.stdout.splitlines() if line.startswith("ok: ")] == [
+        f"ok: {name}" for name, _ in CHECKS
+    ]

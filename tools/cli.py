@@ -1,27 +1,31 @@
-"""Command line of the tools: ``python -m tools COMMAND ...`` (a ``fire`` CLI).
+"""Command line of the tools: ``python -m tools COMMAND ...`` (a ``fire`` CLI over :data:`COMMANDS`).
+
+``python -m tools --help`` lists the commands, one line each; ``python -m tools COMMAND --help`` describes every
+argument and flag (fire reads them from the ``Args:`` section of each function's docstring, and shows each argument's
+type from its annotation: ``from __future__ import annotations`` is left out on purpose, so that fire sees the types
+themselves rather than strings).
 
 Commands:
-    verify BUNDLE_DIR             offline checks of a bundle (exit 1 with a message on the first failure)
+    verify BUNDLE_DIR [--dataset_dir DIR]
+                                  offline checks of a bundle (exit 1 with a message on the first failure)
     export BUNDLE_DIR [--filepath F]
                                   TorchScript export of models/model.pt through MONAI's ckpt_export
-    compact SRC DST [--dtype float16]
-                                  ship weights compactly: the state dict alone, in half precision
-    hu_window IMAGE_DIR           estimate the HU window of 8-bit lung-windowed slices
-    channel_stats BUNDLE_DIR [--dataset_dir DIR]
-                                  per-channel mean and std of an RGB bundle's training split (its normalisation)
     benchmark BUNDLE_DIR INPUT [--output_json F] [--repeats N]
                                   time the bundle's inference on INPUT, write the results file
     benchmark BUNDLE_DIR --mode train [--output_json F] [--steps N] [--rounds N] [--compile]
                                   time the training step: fp32 baseline vs the default (bf16, channels-last)
-    mesh MASK --output F.stl [--png F.png] [--label N]
-                                  surface of a NIfTI mask as STL in world coordinates (mm)
     compare BUNDLE_DIR [--variants "['a','b']"] [--max_epochs N] [--output_dir OUT] [--dataset_dir DIR]
             [--overrides JSON] [--reuse]
                                   train the bundle's network and its baselines (configs/baselines/*.json) the
                                   same way, evaluate each on the validation split, write OUT/comparison.{json,md}
+    compact SRC DST [--dtype float16]
+                                  ship weights compactly: the state dict alone, in half precision
+    channel_stats BUNDLE_DIR [--dataset_dir DIR]
+                                  per-channel mean and std of an RGB bundle's training split (its normalisation)
+    hu_window IMAGE_DIR           estimate the HU window of 8-bit lung-windowed slices
+    mesh MASK --output F.stl [--png F.png] [--label N]
+                                  surface of a NIfTI mask as STL in world coordinates (mm)
 """
-
-from __future__ import annotations
 
 import json
 import logging
@@ -29,36 +33,75 @@ import sys
 
 
 def verify(bundle_dir: str, dataset_dir: str | None = None) -> str:
-    """Run every offline check on ``bundle_dir``; print each passed check, exit 1 on the first failure."""
-    from tools.verify import BundleCheckError, verify_bundle
+    """Run a bundle's offline checks in order, printing each one's name as it passes; exit 1 at the first failure.
+
+    The checks, by name (``tools.verify.CHECKS``):
+        required files: the model-zoo layout's files are present (configs, docs, licences, models/model.pt).
+        metadata schema and changelog: metadata.json matches MONAI's schema; its version has a changelog entry.
+        configs parse: every config parses (overlays merged on top of train.json).
+        configs stay inside the bundle: no config string reaches outside the bundle's folder ('../').
+        workflow properties: the train and infer workflows have MONAI's required properties.
+        network input/output: network_def maps metadata.json's input to its output (channels, dtype, size).
+        TorchScript round trip: the exported models/model.pt gives the eager network's output.
+
+    Nothing is written into the bundle (temporary output folder and export file).
+
+    Args:
+        bundle_dir: the bundle folder (e.g. bundles/covid19_lesion_ct_rcbunetpp_segmentation).
+        dataset_dir: the data the train workflow is instantiated with for the properties check; default the
+            bundle's own sample data (its train.json's verify_dataset_dir, else sample_data/dataset).
+    """
+    from tools.verify import CHECKS, BundleCheckError, verify_bundle
 
     logging.basicConfig(level=logging.WARNING)
     try:
-        passed = verify_bundle(bundle_dir, dataset_dir)
+        passed = verify_bundle(bundle_dir, dataset_dir, on_pass=lambda name: print(f"ok: {name}", flush=True))
     except BundleCheckError as e:
-        print(f"FAILED: {e}", file=sys.stderr)
+        print(f"FAILED: {e.check or 'bundle'}: {e}", file=sys.stderr)
+        names = [name for name, _ in CHECKS]
+        not_run = names[names.index(e.check) + 1:] if e.check in names else names
+        if not_run:
+            print(f"not run: {', '.join(not_run)}", file=sys.stderr)
         sys.exit(1)
-    for name in passed:
-        print(f"ok: {name}")
     return f"{bundle_dir}: all {len(passed)} checks passed"
 
 
 def export(bundle_dir: str, filepath: str | None = None) -> str:
-    """Write ``models/model.ts`` (or ``filepath``) with MONAI's ``ckpt_export``; print its path."""
+    """Export the bundle's models/model.pt to TorchScript (MONAI's ckpt_export); print the file's path.
+
+    Args:
+        bundle_dir: the bundle folder.
+        filepath: the TorchScript file to write; default BUNDLE_DIR/models/model.ts.
+    """
     from tools.verify import export_torchscript
 
     return str(export_torchscript(bundle_dir, filepath))
 
 
 def hu_window(image_dir: str, lung_hu: float = -850.0, tissue_hu: float = 40.0) -> str:
-    """Print the estimated HU window of the 8-bit slices in ``image_dir`` as JSON."""
+    """Estimate the HU window that made a folder of 8-bit lung-windowed CT slices; print it as JSON.
+
+    The window is solved from the median grey levels of the slices' two histogram peaks (aerated lung and soft
+    tissue), taken to be lung_hu and tissue_hu.
+
+    Args:
+        image_dir: a folder of .jpg/.png slices.
+        lung_hu: the HU value of aerated lung (the darker peak).
+        tissue_hu: the HU value of soft tissue (the brighter peak).
+    """
     from tools.hu_window import estimate_hu_window
 
     return json.dumps(estimate_hu_window(image_dir, lung_hu, tissue_hu))
 
 
 def channel_stats(bundle_dir: str, dataset_dir: str | None = None) -> str:
-    """Print the per-channel mean and std of the RGB images of the bundle's training split as JSON."""
+    """Per-channel mean and std of an RGB bundle's training split (its normalisation); print them as JSON.
+
+    Args:
+        bundle_dir: an RGB bundle's folder (one whose train.json has a split id).
+        dataset_dir: the dataset folder itself (e.g. .../cvc_clinicdb); default the bundle's own dataset_dir
+            (under SEG_DATA_ROOT).
+    """
     from tools.rgb_pipelines import bundle_channel_stats
 
     return json.dumps(bundle_channel_stats(bundle_dir, dataset_dir))
@@ -66,21 +109,21 @@ def channel_stats(bundle_dir: str, dataset_dir: str | None = None) -> str:
 
 def benchmark(bundle_dir: str, input: str | None = None, mode: str = "infer", output_json: str | None = None,  # noqa: A002
               repeats: int = 3, steps: int = 3, rounds: int = 3, compile: bool = False) -> str:  # noqa: A002
-    """Time the bundle's inference on INPUT (``--mode infer``) or its training step (``--mode train``).
+    """Time the bundle's inference on INPUT (--mode infer) or its training step (--mode train); print the results.
 
     Writes the results file and prints it as JSON. Timings belong in these files and the docs, never in tests.
 
     Args:
         bundle_dir: the bundle folder.
-        input: ``--mode infer``: an image, a folder of images, a NIfTI volume or a DICOM-series folder.
-        mode: ``infer`` (the bundle's ``inference.json`` workflow, model load excluded) or ``train`` (the real
-            training step of ``train.json`` on synthetic tensors: fp32-contiguous baseline, the config's
-            default on this machine, and the other precision / memory-format variants).
-        output_json: results file (default ``BUNDLE/benchmark_inference.json`` or ``BUNDLE/benchmark_train.json``).
-        repeats: ``--mode infer``: timed runs after one warm-up.
-        steps, rounds: ``--mode train``: timed steps per round, and rounds interleaved across variants (each
-            variant keeps its fastest round).
-        compile: ``--mode train``: also time ``torch.compile`` of the network.
+        input: --mode infer: an image, a folder of images, a NIfTI volume or a DICOM-series folder.
+        mode: infer (the bundle's inference.json workflow, model load excluded) or train (the real training step
+            of train.json on synthetic tensors: fp32-contiguous baseline, the config's default on this machine,
+            and the other precision / memory-format variants).
+        output_json: the results file; default BUNDLE_DIR/benchmark_inference.json or benchmark_train.json.
+        repeats: --mode infer: timed runs after one warm-up.
+        steps: --mode train: timed steps per round.
+        rounds: --mode train: rounds interleaved across variants (each variant keeps its fastest round).
+        compile: --mode train: also time torch.compile of the network.
     """
     from tools.benchmark import benchmark_inference, benchmark_training
 
@@ -108,18 +151,33 @@ def _json_words(value):
 
 def compare(
     bundle_dir: str,
-    variants: list[str] | str | None = None,
+    variants: list | str | None = None,
     max_epochs: int | None = None,
     output_dir: str | None = None,
     dataset_dir: str | None = None,
     overrides: dict | str | None = None,
     reuse: bool = False,
 ) -> str:
-    """Train and evaluate the bundle's variants (``tools.compare.compare_variants``); print the markdown table.
+    """Train the bundle's network and its baselines the same way, evaluate each; print the markdown table.
 
-    ``--overrides`` is a JSON file, or an inline JSON object / Python dict literal (fire parses it as a Python
-    literal, so the JSON words ``true``, ``false`` and ``null`` arrive as strings and are converted back here).
+    Each variant is trained with the bundle's train.json (plus its configs/baselines/<variant>.json overlay) and
+    its best checkpoint evaluated on the validation split; OUTPUT_DIR/comparison.json and .md are written.
     Exits 1 with a message on an unknown variant, bad overrides or a run that saved no checkpoint.
+
+    Args:
+        bundle_dir: the bundle folder.
+        variants: variant names, a list ("['resattunet','unet']") or a comma-separated string; default all of the
+            bundle's variants (its own network first, then configs/baselines/*.json).
+        max_epochs: training epochs of every variant; default the bundle's own.
+        output_dir: where to write; default BUNDLE_DIR/eval/compare. A variant's previous results there are
+            replaced.
+        dataset_dir: the dataset folder itself (e.g. .../covid19_ct_lesion_medseg); default the bundle's own
+            dataset_dir (under SEG_DATA_ROOT).
+        overrides: config id -> value applied to every variant's training and evaluation, as a JSON file, or an
+            inline JSON object / Python dict literal (fire parses it as a Python literal, so the JSON words true,
+            false and null arrive as strings and are converted back here).
+        reuse: keep a variant's results when OUTPUT_DIR/<variant>/result.json holds the same settings, instead of
+            training it again.
     """
     from tools.compare import CompareError, compare_variants
 
@@ -136,6 +194,8 @@ def compare(
 
 def mesh(mask: str, output: str, png: str | None = None, label: int | None = None, step_size: int = 1) -> str:
     """Write the surface of a NIfTI mask as binary STL in world coordinates (mm); optionally a PNG rendering.
+
+    Prints a JSON summary of the mesh. Exits 1 with a message on a bad input.
 
     Args:
         mask: NIfTI mask (binary or labelled).
@@ -157,11 +217,26 @@ def mesh(mask: str, output: str, png: str | None = None, label: int | None = Non
 
 
 def compact(src: str, dst: str, dtype: str = "float16") -> str:
-    """Write ``src``'s network weights to ``dst`` compactly (weights only, half precision)."""
+    """Ship weights compactly: write SRC's network weights alone to DST, in half precision; print a JSON summary.
+
+    Args:
+        src: a state-dict file, or a training checkpoint holding it under "model" (e.g. a resume checkpoint).
+        dst: the file to write (whole or not at all), e.g. BUNDLE/models/model.pt.
+        dtype: float16, bfloat16 or float32.
+    """
     from tools.weights import compact_weights
 
     return json.dumps(compact_weights(src, dst, dtype))
 
 
-COMMANDS = {"compact": compact, "mesh": mesh, "verify": verify, "export": export, "hu_window": hu_window, "benchmark": benchmark, "compare": compare,
-            "channel_stats": channel_stats}
+# in the order `python -m tools --help` lists them
+COMMANDS = {
+    "verify": verify,
+    "export": export,
+    "benchmark": benchmark,
+    "compare": compare,
+    "compact": compact,
+    "channel_stats": channel_stats,
+    "hu_window": hu_window,
+    "mesh": mesh,
+}

@@ -1,7 +1,9 @@
 """Offline checks of a bundle, in the spirit of the MONAI model zoo's CI (``ci/verify_bundle.py`` there).
 
-Each check raises :class:`BundleCheckError` with a message naming the file and what is wrong; :func:`verify_bundle`
-stops at the first failure.
+:data:`CHECKS` names them, in the order :func:`verify_bundle` runs them. Each check raises :class:`BundleCheckError`
+with a message naming the file and what is wrong; :func:`verify_bundle` stops at the first failure. No check writes
+into the bundle: the workflows are instantiated with a temporary output folder, the TorchScript export goes to a
+temporary file.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
 
 __all__ = [
-    "BundleCheckError", "REQUIRED_FILES", "SCHEMA_PATH", "verify_bundle", "verify_dataset_dir", "export_torchscript",
-    "check",
+    "BundleCheckError", "CHECKS", "REQUIRED_FILES", "SCHEMA_PATH", "verify_bundle", "verify_dataset_dir",
+    "export_torchscript", "check", "check_config_paths",
 ]
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
@@ -38,8 +40,23 @@ REQUIRED_FILES = (
 logger = logging.getLogger(__name__)
 
 
+# (name, what it checks), in the order verify_bundle runs them
+CHECKS: tuple[tuple[str, str], ...] = (
+    ("required files", "the model-zoo layout's files are present (configs, docs, licences, models/model.pt)"),
+    ("metadata schema and changelog", "metadata.json matches MONAI's schema; its version has a changelog entry"),
+    ("configs parse", "every config parses (overlays merged on top of train.json)"),
+    ("configs stay inside the bundle", "no config string reaches outside the bundle's folder ('../')"),
+    ("workflow properties", "the train and infer workflows have MONAI's required properties"),
+    ("network input/output", "network_def maps metadata.json's input to its output (channels, dtype, size)"),
+    ("TorchScript round trip", "the exported models/model.pt gives the eager network's output"),
+)
+
+
 class BundleCheckError(RuntimeError):
-    """A bundle failed a check; the message names the file and the problem."""
+    """A bundle failed a check; the message names the file and the problem, ``check`` the check's name (set by
+    :func:`verify_bundle`)."""
+
+    check: str | None = None
 
 
 def _configs(bundle: Path) -> dict[str, Path]:
@@ -84,6 +101,43 @@ def check_configs_parse(bundle: Path) -> None:
             raise BundleCheckError(f"{path}: does not parse as a MONAI bundle config: {e}.") from e
 
 
+_PARENT_DIR = re.compile(r"(?:^|[/\\'\"\s])\.\.(?:[/\\'\"]|$)")  # a ".." path component
+
+
+def _strings(value: object, where: str = "") -> list[tuple[str, str]]:
+    """``(config id, text)`` of every string in a parsed JSON config, ids joined with ``#`` as MONAI writes them."""
+    if isinstance(value, str):
+        return [(where, value)]
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return []
+    return [found for k, v in items for found in _strings(v, f"{where}#{k}" if where else str(k))]
+
+
+def check_config_paths(bundle: Path) -> None:
+    """No config (``configs/**/*.json`` but ``metadata.json``) holds a string with a ``..`` path component: a bundle
+    is published alone, so a path into a sibling bundle (``$@bundle_root + '/../other/sample_data'``) breaks a
+    copied-alone bundle."""
+    found = []
+    for path in sorted((bundle / "configs").rglob("*.json")):
+        if path.name == "metadata.json":
+            continue
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise BundleCheckError(f"{path}: not valid JSON: {e}.") from e
+        found += [f"{path.relative_to(bundle)}: {where}: {text!r}" for where, text in _strings(config)
+                  if _PARENT_DIR.search(text)]
+    if found:
+        raise BundleCheckError(
+            f"{bundle}: configs reach outside the bundle's folder ('..'); a bundle must stand alone: "
+            + "; ".join(found) + "."
+        )
+
+
 def verify_dataset_dir(bundle: Path) -> Path:
     """The data the train workflow's properties are checked with: the ``verify_dataset_dir`` id of the bundle's
     ``train.json`` when it has one (evaluated with ``bundle_root`` set to ``bundle``; lets a bundle reuse another
@@ -112,15 +166,18 @@ def check_properties(bundle: Path, dataset_dir: Path | None = None) -> None:
     dataset_dir = dataset_dir or verify_dataset_dir(bundle)
     meta = str(bundle / "configs" / "metadata.json")
     logging_file = str(bundle / "configs" / "logging.conf")
-    for name, wtype in (("train", "train"), ("inference", "infer")):
-        workflow = ConfigWorkflow(
-            config_file=str(configs[name]), meta_file=meta, logging_file=logging_file, workflow_type=wtype,
-            bundle_root=str(bundle), **({"dataset_dir": str(dataset_dir)} if wtype == "train" else {}),
-        )
-        workflow.initialize()
-        missing = workflow.check_properties()
-        if missing:
-            raise BundleCheckError(f"{configs[name]}: required {wtype} properties missing: {missing}.")
+    # instantiating the trainer opens its TensorBoard writer in output_dir: a temporary one, not <bundle>/eval
+    with tempfile.TemporaryDirectory(prefix="verify_", ignore_cleanup_errors=True) as output_dir:
+        for name, wtype in (("train", "train"), ("inference", "infer")):
+            workflow = ConfigWorkflow(
+                config_file=str(configs[name]), meta_file=meta, logging_file=logging_file, workflow_type=wtype,
+                bundle_root=str(bundle), output_dir=output_dir,
+                **({"dataset_dir": str(dataset_dir)} if wtype == "train" else {}),
+            )
+            workflow.initialize()
+            missing = workflow.check_properties()
+            if missing:
+                raise BundleCheckError(f"{configs[name]}: required {wtype} properties missing: {missing}.")
 
 
 def _inference_network(bundle: Path, eval_mode: bool = True) -> torch.nn.Module:
@@ -192,33 +249,46 @@ def check_torchscript(bundle: Path, meta: dict, atol: float = 1e-4) -> None:
         )
 
 
-def verify_bundle(bundle_dir: str | Path, dataset_dir: str | Path | None = None) -> list[str]:
-    """Run every check on a bundle; return the names of the checks passed.
+def verify_bundle(
+    bundle_dir: str | Path, dataset_dir: str | Path | None = None, on_pass: Callable[[str], object] | None = None
+) -> list[str]:
+    """Run the checks of :data:`CHECKS` on a bundle, in order; return the names of the checks passed (all of them).
 
-    ``dataset_dir`` is the data the train workflow's properties are instantiated with (default: the
-    ``verify_dataset_dir`` id of the bundle's ``train.json`` when present, else the bundle's ``sample_data/dataset``;
-    a few real cases in the bundle's training layout).
+    Args:
+        bundle_dir: the bundle folder.
+        dataset_dir: the data the train workflow's properties are instantiated with (default: the
+            ``verify_dataset_dir`` id of the bundle's ``train.json`` when present, else the bundle's
+            ``sample_data/dataset``; a few real cases in the bundle's training layout).
+        on_pass: called with each check's name as it passes (the command line prints it).
 
     Raises:
-        BundleCheckError: at the first failing check, naming the file and the problem.
+        BundleCheckError: at the first failing check, naming the file and the problem; its ``check`` is the check's
+            name.
     """
     bundle = Path(bundle_dir).resolve()
     if not bundle.is_dir():
         raise BundleCheckError(f"{bundle} is not a folder.")
     meta: dict = {}
-    steps: list[tuple[str, Callable[[], object]]] = [
-        ("required files", lambda: check_files(bundle)),
-        ("metadata schema and changelog", lambda: meta.update(check_metadata(bundle))),
-        ("configs parse", lambda: check_configs_parse(bundle)),
-        ("workflow properties", lambda: check_properties(bundle, Path(dataset_dir) if dataset_dir else None)),
-        ("network input/output", lambda: check_network_io(bundle, meta)),
-        ("TorchScript round trip", lambda: check_torchscript(bundle, meta)),
-    ]
+    steps: dict[str, Callable[[], object]] = {
+        "required files": lambda: check_files(bundle),
+        "metadata schema and changelog": lambda: meta.update(check_metadata(bundle)),
+        "configs parse": lambda: check_configs_parse(bundle),
+        "configs stay inside the bundle": lambda: check_config_paths(bundle),
+        "workflow properties": lambda: check_properties(bundle, Path(dataset_dir) if dataset_dir else None),
+        "network input/output": lambda: check_network_io(bundle, meta),
+        "TorchScript round trip": lambda: check_torchscript(bundle, meta),
+    }
     passed = []
-    for name, step in steps:
-        step()
-        logger.info("ok: %s", name)
+    for name, _ in CHECKS:
+        try:
+            steps[name]()
+        except BundleCheckError as e:
+            e.check = name
+            raise
+        logger.debug("ok: %s", name)
         passed.append(name)
+        if on_pass is not None:
+            on_pass(name)
     return passed
 
 
