@@ -237,15 +237,18 @@ def test_inference_names_a_truncated_image_and_writes_nothing_for_it(tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_grey_and_rgba_images_are_read_as_rgb(tmp_path):
+def test_rgba_images_are_read_as_rgb_and_grey_ones_refused(tmp_path):
+    # a grey picture gave a near-empty mask; it is skipped with the reason, the colour image is still segmented
     src = tmp_path / "in"
     src.mkdir()
     rgb = Image.open(sorted((_sample(SKIN) / "images").iterdir())[0]).resize((96, 64))
     rgb.convert("L").save(src / "grey.png")
     rgb.convert("RGBA").save(src / "rgba.png")
-    _infer(SKIN, src, tmp_path / "out")
-    for name in ("grey", "rgba"):
-        assert Image.open(tmp_path / "out" / f"{name}_mask.png").size == (96, 64)
+    with pytest.raises(Exception) as e:
+        _infer(SKIN, src, tmp_path / "out")
+    assert f"{src / 'grey.png'}: a greyscale image (PIL mode L)" in _messages(e.value)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["rgba_mask.png"]
+    assert Image.open(tmp_path / "out" / "rgba_mask.png").size == (96, 64)
 
 
 def test_training_names_an_image_whose_mask_is_empty(tmp_path):

@@ -37,7 +37,7 @@ def benchmark_inference(bundle_dir: str | Path, input_path: str | Path, output_j
         wf = ConfigWorkflow(
             config_file=str(bundle / "configs" / "inference.json"), meta_file=str(bundle / "configs" / "metadata.json"),
             logging_file=str(bundle / "configs" / "logging.conf"), workflow_type="infer", bundle_root=str(bundle),
-            input=str(Path(input_path).resolve()), output_dir=tmp,
+            input=str(Path(input_path).resolve()), output_dir=tmp, overwrite=True,  # each run rewrites its masks
         )
         wf.initialize()
         device = wf.parser.get_parsed_content("device")

@@ -16,6 +16,7 @@ __all__ = [
     "VOLUME_EXTENSIONS",
     "infnet_datalist",
     "split_datalist",
+    "is_dicom",
     "input_kind",
     "inference_datalist",
     "MA_COVID_FOLDERS",
@@ -101,7 +102,9 @@ def split_datalist(datalist: list[dict], n_val: int, seed: int = 0) -> tuple[lis
     return items[n_val:], items[:n_val]
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file: it ends in ``.dcm`` or carries the ``DICM`` preamble."""
+    path = Path(path)
     if path.suffix.lower() == ".dcm":
         return True
     try:
@@ -127,13 +130,13 @@ def input_kind(path: str | Path) -> str:
     if not p.exists():
         raise FileNotFoundError(f"inference input {p} does not exist.")
     if p.is_file():
-        if _has_ext(p, VOLUME_EXTENSIONS) or _is_dicom(p):
+        if _has_ext(p, VOLUME_EXTENSIONS) or is_dicom(p):
             return "volume"
         if _has_ext(p, IMAGE_EXTENSIONS):
             return "image2d"
         raise ValueError(f"{p}: unknown file type; expected a 2D image {IMAGE_EXTENSIONS} or a volume {VOLUME_EXTENSIONS}.")
     files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
-    n_dicom = sum(_is_dicom(f) for f in files)
+    n_dicom = sum(is_dicom(f) for f in files)
     n_images = sum(_has_ext(f, IMAGE_EXTENSIONS) for f in files)
     if n_dicom and n_images:
         raise ValueError(f"{p} mixes DICOM files and 2D images; give one DICOM series or a folder of images.")

@@ -22,6 +22,7 @@ from monai.metrics import compute_confusion_matrix_metric, get_confusion_matrix
 from monai.utils import CommonKeys
 
 from tools.io import atomic_write_text
+from tools.runner import SKIPPED_KEY
 from tools.metrics.bootstrap import check_ci_settings, ci_key, summarise_with_ci
 from tools.metrics.infnet import EMEASURE_OPS, infnet_image_metrics
 
@@ -132,7 +133,10 @@ class SegmentationMetricsSaver:
       - ``"ci_method"``: how the intervals were computed, e.g. ``"95% percentile bootstrap
         (scipy.stats.bootstrap) of the mean over images, 10000 resamples, seed 0; ..."``;
       - with the default ``metrics_fn`` only (it computes Inf-Net's metrics), the Inf-Net protocol choices:
-        ``"infnet_emeasure_op"`` (``">"`` or ``">="``) and ``"infnet_quantised_8bit"`` (``true``/``false``).
+        ``"infnet_emeasure_op"`` (``">"`` or ``">="``) and ``"infnet_quantised_8bit"`` (``true``/``false``);
+      - only when some images were skipped (an output item ``{SKIPPED_KEY: reason}`` of
+        :class:`tools.runner.TolerantDataset`: an unreadable image, a graded mask): ``"skipped_images"``, the
+        reasons, each naming its file; the means are then over the other images only.
 
       The keys of the means are those of earlier versions, so ``metrics["dice"]`` reads as before; a reader
       that iterates over the file must skip the ``*_ci95`` lists and the text and boolean settings.
@@ -188,18 +192,22 @@ class SegmentationMetricsSaver:
         self.pred_key, self.label_key = pred_key, label_key
         self.confidence, self.n_resamples, self.seed = confidence, n_resamples, seed
         self.rows: list[dict] = []
+        self.skipped: list[str] = []
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
-        engine.add_event_handler(Events.STARTED, lambda e: self.rows.clear())
+        engine.add_event_handler(Events.STARTED, lambda e: (self.rows.clear(), self.skipped.clear()))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.completed)
 
     def iteration_completed(self, engine) -> None:
         items: Sequence[dict] = engine.state.output
         for item in items if isinstance(items, (list, tuple)) else [items]:
+            if SKIPPED_KEY in item:
+                self.skipped.extend(item[SKIPPED_KEY])
+                continue
             label = item[self.label_key]
             source = str(getattr(label, "meta", {}).get("filename_or_obj", f"item {len(self.rows)}"))
             prob = _squeeze2d(item[self.pred_key], "prediction", source)
@@ -220,10 +228,14 @@ class SegmentationMetricsSaver:
         out["n_images"] = len(self.rows)
         out["ci_method"] = method
         out.update(self.settings)
+        if self.skipped:
+            out["skipped_images"] = list(self.skipped)
         return out
 
     def completed(self, engine) -> None:
         if not self.rows:
+            if self.skipped:  # every image failed: the run reports them (tools.runner.run_evaluation)
+                return
             raise ValueError("the evaluator saw no image: nothing to write.")
         summary = self.summary()
         atomic_write_text(self.output_dir / "metrics.json", _json_one_key_a_line(summary))

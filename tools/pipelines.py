@@ -8,10 +8,12 @@ windowing, lung masking and mask writing live once. Every chain is made of MONAI
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from monai.data import ITKReader, NibabelReader, PILReader
+from monai.data.folder_layout import FolderLayout
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
@@ -29,9 +31,11 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
+from tools.input_checks import grey_converter
 from tools.io import AtomicNibabelWriter, AtomicPILWriter
 from tools.lung_mask import LungMaskd
-from tools.transforms import CheckedLoadImaged, CheckInputd
+from tools.runner import as_flag
+from tools.transforms import CheckBinaryMaskd, CheckDicomSeriesd, CheckedLoadImaged, CheckHUd, CheckInputd
 
 __all__ = [
     "grey_reader",
@@ -40,6 +44,8 @@ __all__ = [
     "ct_volume_preprocessing",
     "LUNG_REGION_KEY",
     "lesion_postprocessing",
+    "MASK_POSTFIX",
+    "mask_path",
     "mask_saver",
 ]
 
@@ -47,20 +53,19 @@ LUNG_REGION_KEY = "lung_region"
 """Key of the lung mask grown by a margin that :func:`ct_volume_preprocessing` carries to the network's grid."""
 
 
-def _to_grey(image):  # PIL converter: RGB screenshots of slices become one grey channel
-    return image.convert("L")
-
-
 def grey_reader() -> PILReader:
-    """MONAI's ``PILReader`` that converts every image to one grey channel (``"L"``)."""
-    return PILReader(converter=_to_grey)
+    """MONAI's ``PILReader`` that converts every image to one 8-bit grey channel (``"L"``; RGB screenshots of slices
+    too); 16-bit images are mapped by ``round(v / 257)`` or refused (:func:`tools.input_checks.grey_converter`)."""
+    return PILReader(converter=grey_converter)
 
 
 def slice_loading(keys: Sequence[str] = ("image", "label"), allow_empty_label: bool = False, channels: int = 1) -> list:
     """Read 8-bit CT slices (already lung-windowed) and their 0/255 masks as the network sees them.
 
-    Steps: load (grey; errors name the file), channel first, check 2D / finite / non-empty mask, image 0..255 ->
-    [0, 1], mask binarised at 128, image grey channel repeated to ``channels`` (3 for ImageNet-style encoders).
+    Steps: load (grey, 16-bit files mapped to 8 bits or refused; errors name the file), channel first, check 2D /
+    finite / non-empty mask, mask 0/255 (label maps and graded masks refused:
+    :func:`tools.input_checks.check_binary_mask`), image 0..255 -> [0, 1], mask binarised at 128, image grey channel
+    repeated to ``channels`` (3 for ImageNet-style encoders).
 
     Returns a list of transforms, so that configs can append resizing and augmentation.
     """
@@ -74,7 +79,7 @@ def slice_loading(keys: Sequence[str] = ("image", "label"), allow_empty_label: b
         ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
     ]
     if label_keys:
-        out.append(AsDiscreted(keys=label_keys, threshold=128))
+        out += [CheckBinaryMaskd(keys=label_keys), AsDiscreted(keys=label_keys, threshold=128)]
     if channels > 1:
         out.append(RepeatChanneld(keys="image", repeats=channels))
     return out
@@ -110,8 +115,8 @@ def ct_volume_preprocessing(
     crop_margin: Sequence[int] = (8, 8, 0),
     lung_margin_mm: float = 5.0,
 ) -> Compose:
-    """Inference chain for CT volumes in HU: read, orient, find the lungs, crop to them, window, resize axial slices
-    to the training size.
+    """Inference chain for CT volumes in HU: (DICOM: check the series is complete), read, check the values are HU,
+    orient, find the lungs, crop to them, window, resize axial slices to the training size.
 
     Args:
         spatial_size: in-plane size ``(H, W)`` the network was trained on; the slice axis keeps its length.
@@ -120,7 +125,8 @@ def ct_volume_preprocessing(
             (``"PLS"`` for the Inf-Net slices: columns anterior->posterior, rows patient right->left).
         device: where the volume is processed (CUDA when present: the orientation, windowing and resizing then
             run on the GPU; the lung mask is computed on the CPU).
-        dicom: read a DICOM series folder with MONAI's ``ITKReader`` (else ``NibabelReader`` for NIfTI).
+        dicom: read a DICOM series folder with MONAI's ``ITKReader`` (else ``NibabelReader`` for NIfTI), after checking
+            with pydicom that every file is complete and the slices evenly spaced (:class:`CheckDicomSeriesd`).
         channels: network input channels (the grey channel is repeated).
         lung_crop: find the lungs (:class:`tools.lung_mask.LungMaskd`), crop the volume to their bounding box
             (``crop_margin`` added) as the training slices are cropped to the thorax, so that slices without lung are
@@ -140,9 +146,11 @@ def ct_volume_preprocessing(
     """
     reader = ITKReader() if dicom else NibabelReader()
     out = [
+        *([CheckDicomSeriesd(keys="image")] if dicom else []),
         CheckedLoadImaged(keys="image", reader=reader, image_only=True),
         EnsureChannelFirstd(keys="image"),
         CheckInputd(keys="image", spatial_dims=3, channels={"image": (1,)}),
+        CheckHUd(keys="image"),
         EnsureTyped(keys="image", dtype=torch.float32, device=device),
         Orientationd(keys="image", axcodes=axcodes),
     ]
@@ -171,6 +179,7 @@ def lesion_postprocessing(
     volume: bool,
     threshold: float = 0.5,
     lung_mask: bool = True,
+    overwrite: bool = False,
 ) -> Compose:
     """Post-processing of the lesion logits ``pred`` for slices and CT volumes: sigmoid, (volumes: keep the lungs),
     back to the input's grid, threshold, write.
@@ -184,6 +193,7 @@ def lesion_postprocessing(
         lung_mask: for volumes, zero the probabilities outside ``LUNG_REGION_KEY`` (MONAI ``MaskIntensityd``, on
             the network's grid, before ``Invertd``); needs ``ct_volume_preprocessing(lung_crop=True)``. Ignored for
             slices.
+        overwrite: replace a mask file that exists (else writing it raises :class:`tools.errors.OutputError`).
     """
     out = [Activationsd(keys="pred", sigmoid=True)]
     if volume and lung_mask:
@@ -192,16 +202,35 @@ def lesion_postprocessing(
         Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True,
                 device="cpu"),
         AsDiscreted(keys="pred", threshold=threshold),
-        mask_saver(output_dir, volume=volume),
+        mask_saver(output_dir, volume=volume, overwrite=overwrite),
     ]
     return Compose(out)
 
 
-def mask_saver(output_dir: str, volume: bool, key: str = "pred") -> SaveImaged:
+MASK_POSTFIX = "mask"
+
+
+def _mask_ext(volume: bool) -> str:
+    return ".nii.gz" if volume else ".png"
+
+
+def mask_path(input_path: str | Path, output_dir: str | Path, volume: bool) -> Path:
+    """The file :func:`mask_saver` writes for ``input_path``: ``output_dir/<input name without extension>_mask.png``
+    (``.nii.gz`` for volumes; a DICOM folder's name is kept whole). Two inputs that differ only in extension
+    (``7.jpg``, ``7.png``) have the same mask path; :func:`tools.runner.check_mask_outputs` refuses them."""
+    layout = FolderLayout(str(output_dir), postfix=MASK_POSTFIX, extension=_mask_ext(volume), parent=False,
+                          makedirs=False)
+    return Path(layout.filename(subject=str(input_path)))
+
+
+def mask_saver(output_dir: str, volume: bool, key: str = "pred", overwrite: bool = False) -> SaveImaged:
     """Write binary masks whole or not at all: NIfTI (0/1, uint8, the input's affine) for volumes, PNG (0/255)
-    for slices, named ``<input name>_mask``."""
-    common = dict(keys=key, output_dir=output_dir, output_postfix="mask", output_dtype=np.uint8, resample=False,
-                  separate_folder=False)
+    for slices, at :func:`mask_path`. An existing file is replaced only with ``overwrite`` (else writing raises
+    :class:`tools.errors.OutputError`; :func:`tools.runner.run_inference` refuses the run before the model runs)."""
+    common = dict(keys=key, output_dir=output_dir, output_postfix=MASK_POSTFIX, output_dtype=np.uint8,
+                  resample=False, separate_folder=False, output_ext=_mask_ext(volume))
     if volume:
-        return SaveImaged(output_ext=".nii.gz", writer=AtomicNibabelWriter, **common)
-    return SaveImaged(output_ext=".png", writer=AtomicPILWriter, scale=255, **common)
+        saver = SaveImaged(writer=AtomicNibabelWriter, **common)
+    else:
+        saver = SaveImaged(writer=AtomicPILWriter, scale=255, **common)
+    return saver.set_options(write_kwargs={"overwrite": as_flag(overwrite, "overwrite")})

@@ -16,28 +16,27 @@ from monai.bundle import ConfigParser
 from monai.data import PILReader
 from monai.transforms import AsDiscreted, Compose, EnsureChannelFirstd, NormalizeIntensityd, Resized, ScaleIntensityRanged
 
+from tools.input_checks import rgb_converter
 from tools.pipelines import grey_reader
-from tools.transforms import CheckedLoadImaged, CheckInputd
+from tools.transforms import CheckBinaryMaskd, CheckedLoadImaged, CheckInputd
 
 __all__ = ["rgb_reader", "rgb_loading", "normalization", "rgb_inference_preprocessing", "channel_stats",
            "bundle_channel_stats"]
 
 
-def _to_rgb(image):  # PIL converter: grey, palette and RGBA files become three channels
-    return image.convert("RGB")
-
-
 def rgb_reader() -> PILReader:
-    """MONAI's ``PILReader`` that converts every image to three channels (``"RGB"``)."""
-    return PILReader(converter=_to_rgb)
+    """MONAI's ``PILReader`` that converts palette and RGBA images to three channels (``"RGB"``) and refuses grey
+    pictures, on which the networks give near-empty masks (:func:`tools.input_checks.rgb_converter`)."""
+    return PILReader(converter=rgb_converter)
 
 
 def rgb_loading(keys: Sequence[str] = ("image", "label"), allow_empty_label: bool = False) -> list:
     """Read 8-bit RGB images and their 0/255 masks: ``image`` ``(3, H, W)`` in [0, 1], ``label`` ``(1, H, W)`` in {0, 1}.
 
-    Steps: load (image as RGB, mask as grey; read errors name the file), channel first, check 2D / channels / finite /
-    non-empty mask / mask of the image's size (errors name the file), image 0..255 -> [0, 1], mask binarised at 128 (JPEG-compressed masks carry
-    grey values). Mean/std normalisation is left out so that brightness augmentation can come before it
+    Steps: load (image as RGB, grey pictures refused; mask as grey; read errors name the file), channel first, check
+    2D / channels / finite / non-empty mask / mask of the image's size / mask 0/255 (label maps and graded masks
+    refused: :func:`tools.input_checks.check_binary_mask`; errors name the file), image 0..255 -> [0, 1], mask
+    binarised at 128 (JPEG-compressed masks carry grey values). Mean/std normalisation is left out so that brightness augmentation can come before it
     (:func:`normalization`).
 
     Args:
@@ -59,7 +58,7 @@ def rgb_loading(keys: Sequence[str] = ("image", "label"), allow_empty_label: boo
         ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
     ]
     if label_keys:
-        out.append(AsDiscreted(keys=label_keys, threshold=128))
+        out += [CheckBinaryMaskd(keys=label_keys), AsDiscreted(keys=label_keys, threshold=128)]
     return out
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from tools.errors import CheckpointError
 from tools.io import atomic_path
 
 __all__ = ["compact_weights"]
@@ -31,9 +32,14 @@ def compact_weights(src: str | Path, dst: str | Path, dtype: str = "float16", ke
         ``{"tensors": n, "parameters": n, "bytes": size of dst}``.
 
     Raises:
+        CheckpointError: if ``src`` cannot be read (truncated, corrupt), naming it.
         ValueError: if ``src`` holds no state dict of tensors.
     """
-    state = torch.load(src, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{src}: cannot be read as a checkpoint ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}).") from e
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
