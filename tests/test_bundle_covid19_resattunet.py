@@ -28,7 +28,7 @@ from test_resattunet import fake_torchvision_resnet34
 BUNDLE = BUNDLES / "covid19_lesion_ct_resattunet_segmentation"
 CONFIGS = BUNDLE / "configs"
 FIRST = BUNDLES / "covid19_lesion_ct_rcbunetpp_segmentation"
-SAMPLE = FIRST / "sample_data"
+SAMPLE = BUNDLE / "sample_data"  # the bundle's own copy: a bundle stands alone
 TINY = {
     "network_def#layers": [1, 1, 1, 1],
     "network_def#channels": [8, 16, 32, 64],
@@ -76,8 +76,7 @@ def _tiny_weights(trained: Path) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train")
-    seconds = _train(out)
-    print(f"one tiny epoch (4 slices at 64x64 + validation on 2): {seconds:.1f} s")
+    _train(out)
     return out
 
 

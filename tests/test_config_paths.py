@@ -44,13 +44,9 @@ def test_strings_without_a_parent_folder_component_pass(tmp_path, text):
     check_config_paths(_bundle(tmp_path, {"inference.json": {"x": text}, "metadata.json": {"note": "../ in prose"}}))
 
 
-PENDING = pytest.mark.xfail(strict=True, raises=BundleCheckError,
-                            reason="sample_data_dir still points into the RCB-UNet++ bundle (config change pending)")
-
-
 @pytest.mark.parametrize("bundle", [
     "covid19_lesion_ct_rcbunetpp_segmentation",
-    pytest.param("covid19_lesion_ct_resattunet_segmentation", marks=PENDING),
+    "covid19_lesion_ct_resattunet_segmentation",
     "polyp_endoscopy_iacnn_segmentation",
     "skin_lesion_dermoscopy_iacnn_segmentation",
 ])
