@@ -216,6 +216,28 @@ def mesh(mask: str, output: str, png: str | None = None, label: int | None = Non
     return json.dumps(summary, indent=2, default=str)
 
 
+def promote(run_dir: str, bundle_dir: str, dtype: str = "float16") -> str:
+    """Ship a training run's best model as the bundle's weights: RUN_DIR/models/model.pt -> BUNDLE/models/model.pt.
+
+    Training never writes into the bundle's models/ (a run writes OUTPUT_DIR/models/model.pt); this is the explicit
+    step that does. The checkpoint is loaded strictly into the bundle's network first, so a model of another
+    shape is refused before anything is written; then it is written compactly (weights only, half precision).
+
+    Args:
+        run_dir: the training run's output folder (holding models/model.pt).
+        bundle_dir: the bundle whose models/model.pt is replaced.
+        dtype: the floating-point type of the shipped weights (float16, bfloat16 or float32).
+    """
+    from tools.checkpoints import promote as promote_run
+    from tools.errors import CheckpointError
+
+    try:
+        return json.dumps(promote_run(run_dir, bundle_dir, dtype=dtype), default=str)
+    except (CheckpointError, OSError, ValueError) as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 def compact(src: str, dst: str, dtype: str = "float16") -> str:
     """Ship weights compactly: write SRC's network weights alone to DST, in half precision; print a JSON summary.
 
@@ -235,6 +257,7 @@ COMMANDS = {
     "export": export,
     "benchmark": benchmark,
     "compare": compare,
+    "promote": promote,
     "compact": compact,
     "channel_stats": channel_stats,
     "hu_window": hu_window,
