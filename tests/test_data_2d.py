@@ -10,7 +10,6 @@ from PIL import Image
 from tools.data import (
     CVC_CLINICDB_CLIPS,
     clip_split,
-    contiguous_split,
     isic2018_datalist,
     paired_datalist,
     skin_lesion_datalist,
@@ -34,17 +33,6 @@ def _frames(n):
 
 def _frame_numbers(items):
     return [int(Path(d["image"]).stem) for d in items]
-
-
-def _runs(numbers):
-    """Maximal runs of consecutive integers, as (first, last) pairs."""
-    runs = []
-    for f in sorted(numbers):
-        if runs and f == runs[-1][1] + 1:
-            runs[-1][1] = f
-        else:
-            runs.append([f, f])
-    return [tuple(r) for r in runs]
 
 
 # ---------------------------------------------------------------------------------------------- paired_datalist
@@ -210,84 +198,6 @@ def test_skin_lesion_datalist_reports_a_missing_isic_ground_truth_folder(tmp_pat
     _img(tmp_path / "ISIC2018_Task1-2_Training_Input" / "ISIC_0000000.jpg")
     with pytest.raises(FileNotFoundError, match="ISIC2018_Task1_Training_GroundTruth is not a folder"):
         skin_lesion_datalist(tmp_path)
-
-
-# ------------------------------------------------------------------------------------------------ contiguous_split
-
-
-def test_contiguous_split_validation_is_one_contiguous_run_per_stratum():
-    n, n_blocks = 100, 5
-    _, val = contiguous_split(_frames(n), val_fraction=0.2, n_blocks=n_blocks, seed=3)
-    runs = _runs(_frame_numbers(val))
-    assert 1 <= len(runs) <= n_blocks
-    strata = [range(1 + i * 20, 1 + (i + 1) * 20) for i in range(n_blocks)]
-    for first, last in runs:  # a run never straddles strata unless two runs touch, which merges them
-        covered = [k for k, s in enumerate(strata) if first in s or last in s]
-        assert covered == list(range(covered[0], covered[-1] + 1))
-    per_stratum = [sum(f in s for f in _frame_numbers(val)) for s in strata]
-    assert per_stratum == [4] * n_blocks
-
-
-def test_contiguous_split_is_disjoint_and_covers_all_items():
-    items = _frames(57)
-    train, val = contiguous_split(items, seed=1)
-    assert not set(_frame_numbers(train)) & set(_frame_numbers(val))
-    assert sorted(_frame_numbers(train) + _frame_numbers(val)) == list(range(1, 58))
-
-
-def test_contiguous_split_size_matches_the_fraction_or_n_val():
-    assert len(contiguous_split(_frames(550), val_fraction=0.2)[1]) == 110
-    assert len(contiguous_split(_frames(57), val_fraction=0.15)[1]) == round(0.15 * 57)
-    assert len(contiguous_split(_frames(57), n_val=13, n_blocks=4)[1]) == 13
-
-
-def test_contiguous_split_is_reproducible_by_seed_and_independent_of_input_order():
-    items = _frames(200)
-    train, val = contiguous_split(items, seed=7)
-    train2, val2 = contiguous_split(list(reversed(items)), seed=7)
-    assert (train, val) == (train2, val2)
-
-
-def test_contiguous_split_differs_between_seeds():
-    items = _frames(200)
-    assert contiguous_split(items, seed=0)[1] != contiguous_split(items, seed=1)[1]
-
-
-def test_contiguous_split_orders_frames_numerically_not_alphabetically():
-    # Alphabetical order would put 10..19 between 1 and 2; one block of 5 must then not be 5 consecutive frames.
-    items = _frames(25)
-    for seed in range(10):
-        _, val = contiguous_split(items, n_val=5, n_blocks=1, seed=seed)
-        assert len(_runs(_frame_numbers(val))) == 1
-
-
-def test_contiguous_split_returns_both_parts_in_frame_order():
-    train, val = contiguous_split(_frames(40)[::-1], seed=2)
-    assert _frame_numbers(train) == sorted(_frame_numbers(train))
-    assert _frame_numbers(val) == sorted(_frame_numbers(val))
-
-
-def test_contiguous_split_gap_drops_neighbours_of_validation_runs_from_training():
-    items = _frames(100)
-    train, val = contiguous_split(items, n_val=20, n_blocks=2, seed=4, gap=3)
-    val_frames, train_frames = set(_frame_numbers(val)), set(_frame_numbers(train))
-    assert all(abs(t - v) > 3 for t in train_frames for v in val_frames)
-    dropped = set(range(1, 101)) - val_frames - train_frames
-    assert 0 < len(dropped) <= 2 * 2 * 3
-
-
-def test_contiguous_split_rejects_impossible_sizes():
-    with pytest.raises(ValueError, match="n_val"):
-        contiguous_split(_frames(10), n_val=10)
-    with pytest.raises(ValueError, match="n_val"):
-        contiguous_split(_frames(3), val_fraction=0.1)  # rounds to 0
-    with pytest.raises(ValueError, match="val_fraction"):
-        contiguous_split(_frames(10), val_fraction=1.0)
-
-
-def test_contiguous_split_uses_fewer_runs_when_n_val_is_smaller_than_n_blocks():
-    _, val = contiguous_split(_frames(30), n_val=2, n_blocks=5, seed=0)
-    assert len(val) == 2
 
 
 # ------------------------------------------------------------------------------------------------------ clip_split

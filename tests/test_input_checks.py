@@ -16,8 +16,9 @@ from PIL import Image, ImageFilter
 
 from tools.errors import InputError
 from tools.input_checks import check_binary_mask, check_dicom_series
-from tools.pipelines import ct_volume_preprocessing, slice_inference_preprocessing, slice_loading
-from tools.rgb_pipelines import rgb_inference_preprocessing, rgb_loading
+from tools.pipelines.ct import ct_volume_preprocessing
+from tools.pipelines.rgb import rgb_inference_preprocessing, rgb_loading
+from tools.pipelines.slices import slice_inference_preprocessing, slice_loading
 from tools.runner import clear_message
 
 from conftest import BUNDLES

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from conftest import BUNDLES
 from tools.lung_mask import LungMaskd, axial_axis, dilate_mm, lung_mask
-from tools.pipelines import LUNG_REGION_KEY, ct_volume_preprocessing, lesion_postprocessing
+from tools.pipelines.ct import LUNG_REGION_KEY, ct_volume_preprocessing, lesion_postprocessing
 
 COVID_BUNDLES = ["covid19_lesion_ct_rcbunetpp_segmentation", "covid19_lesion_ct_resattunet_segmentation"]
 LOBES_V1 = [13, 14, 15, 16, 17]  # v1_full/map_to_binary_v1.py: lung_{upper,lower}_lobe_left, _{upper,middle,lower}_lobe_right

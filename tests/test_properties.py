@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd
 
 from tools.evaluation import binary_metrics
-from tools.pipelines import LUNG_REGION_KEY, ct_volume_preprocessing
+from tools.pipelines.ct import LUNG_REGION_KEY, ct_volume_preprocessing
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""RGB reading, normalisation and channel statistics of the 2D RGB bundles (``tools.rgb_pipelines``)."""
+"""RGB reading, normalisation and channel statistics of the 2D RGB bundles (``tools.pipelines.rgb``)."""
 
 import re
 
@@ -8,7 +8,7 @@ import torch
 from monai.transforms import Compose
 from PIL import Image
 
-from tools.rgb_pipelines import channel_stats, normalization, rgb_inference_preprocessing, rgb_loading
+from tools.pipelines.rgb import channel_stats, normalization, rgb_inference_preprocessing, rgb_loading
 from tools.runner import clear_message
 
 

@@ -1,8 +1,9 @@
 """Shared tools of the bundles: data preparation, input checks, metrics, evaluation, verification, export.
 
 The command line is ``python -m tools`` (see ``tools.cli``). Bundle configs use ``$import tools`` and call
-``tools.data``, ``tools.transforms``, ``tools.evaluation``, ``tools.runner`` (how a run starts, skips bad inputs
-and reports) and ``tools.checkpoints`` by ``_target_``.
+``tools.data`` (datalists and splits), ``tools.pipelines`` (transform chains), ``tools.transforms``,
+``tools.evaluation``, ``tools.runner`` (how a run starts, skips bad inputs and reports) and ``tools.checkpoints`` by
+``_target_``.
 """
 
 from . import (
@@ -14,11 +15,10 @@ from . import (
     io,
     metrics,
     pipelines,
-    rgb_pipelines,
     runner,
     training,
     transforms,
 )
 
-__all__ = ["checkpoints", "data", "errors", "evaluation", "input_checks", "io", "metrics", "pipelines",
-           "rgb_pipelines", "runner", "training", "transforms"]
+__all__ = ["checkpoints", "data", "errors", "evaluation", "input_checks", "io", "metrics", "pipelines", "runner",
+           "training", "transforms"]

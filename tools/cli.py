@@ -25,6 +25,7 @@ Commands:
     hu_window IMAGE_DIR           estimate the HU window of 8-bit lung-windowed slices
     mesh MASK --output F.stl [--png F.png] [--label N]
                                   surface of a NIfTI mask as STL in world coordinates (mm)
+    render_configs [--check]      write each bundle's shared configs from bundles/_templates/ (--check: only compare)
 """
 
 import json
@@ -102,7 +103,7 @@ def channel_stats(bundle_dir: str, dataset_dir: str | None = None) -> str:
         dataset_dir: the dataset folder itself (e.g. .../cvc_clinicdb); default the bundle's own dataset_dir
             (under SEG_DATA_ROOT).
     """
-    from tools.rgb_pipelines import bundle_channel_stats
+    from tools.pipelines.rgb import bundle_channel_stats
 
     return json.dumps(bundle_channel_stats(bundle_dir, dataset_dir))
 
@@ -251,6 +252,34 @@ def compact(src: str, dst: str, dtype: str = "float16") -> str:
     return json.dumps(compact_weights(src, dst, dtype))
 
 
+def render_configs(check: bool = False) -> str:
+    """Write each bundle's shared configs from its family's template and its overlay; print what was written.
+
+    The shared configs (train, evaluate, inference, multi_gpu_train.json, logging.conf) are rendered from
+    bundles/_templates/ (its README.md describes the layout); metadata.json and the bundle-only overlays are not.
+    Exits 1 with a message on a template or overlay that cannot be rendered, and with --check on any committed file
+    that differs from its rendering (naming each).
+
+    Args:
+        check: write nothing; exit 1 naming each file that differs from its rendering.
+    """
+    from tools.render_configs import TEMPLATES, RenderError, render_all
+
+    try:
+        differing = render_all(check=check)
+    except RenderError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    names = [str(p.relative_to(TEMPLATES.parents[1])) for p in differing]
+    if check:
+        if names:
+            print("differs from its rendering (run python -m tools render_configs): " + ", ".join(names),
+                  file=sys.stderr)
+            sys.exit(1)
+        return "every rendered config matches bundles/_templates/"
+    return "wrote " + ", ".join(names) if names else "every rendered config was up to date"
+
+
 # in the order `python -m tools --help` lists them
 COMMANDS = {
     "verify": verify,
@@ -262,4 +291,5 @@ COMMANDS = {
     "channel_stats": channel_stats,
     "hu_window": hu_window,
     "mesh": mesh,
+    "render_configs": render_configs,
 }

@@ -257,7 +257,7 @@ def get_augmentation(
 
     Geometric transforms move images and masks together; images are resampled bilinearly, masks by nearest neighbour
     (they stay binary). Place the list after loading to [0, 1] and before mean/std normalisation (as in
-    ``tools.rgb_pipelines``); contrast enhancement such as :class:`CLAHEd` is preprocessing, applied at inference too,
+    ``tools.pipelines.rgb``); contrast enhancement such as :class:`CLAHEd` is preprocessing, applied at inference too,
     so it belongs before this list in both chains, not in it.
 
     Args:

@@ -1,19 +1,14 @@
-"""Transform chains shared by the bundles that segment lung lesions on CT (slices and volumes).
+"""CT volumes (NIfTI, NRRD, MetaImage, DICOM series) and the lesion post-processing of the COVID-19 CT bundles.
 
-The COVID-19 bundles differ in network, input size, channels and augmentation, but read the same slices and
-volumes the same way; their configs build these chains by ``_target_`` so that the reading, checking, HU
-windowing, lung masking and mask writing live once. Every chain is made of MONAI transforms.
-"""
+Reading, orientation, HU windowing and lung cropping of a volume for the slice networks, and the chain that
+turns lesion logits into masks on the input's grid (slices and volumes) and writes them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
-from monai.data import ITKReader, NibabelReader, PILReader
-from monai.data.folder_layout import FolderLayout
+from monai.data import ITKReader, NibabelReader
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
@@ -27,68 +22,17 @@ from monai.transforms import (
     Orientationd,
     RepeatChanneld,
     Resized,
-    SaveImaged,
     ScaleIntensityRanged,
 )
 
-from tools.input_checks import grey_converter
-from tools.io import AtomicNibabelWriter, AtomicPILWriter
 from tools.lung_mask import LungMaskd
-from tools.runner import as_flag
-from tools.transforms import CheckBinaryMaskd, CheckDicomSeriesd, CheckedLoadImaged, CheckHUd, CheckInputd
+from tools.pipelines.masks import mask_saver
+from tools.transforms import CheckDicomSeriesd, CheckedLoadImaged, CheckHUd, CheckInputd
 
-__all__ = [
-    "grey_reader",
-    "slice_loading",
-    "slice_inference_preprocessing",
-    "ct_volume_preprocessing",
-    "LUNG_REGION_KEY",
-    "lesion_postprocessing",
-    "MASK_POSTFIX",
-    "mask_path",
-    "mask_saver",
-]
+__all__ = ["ct_volume_preprocessing", "LUNG_REGION_KEY", "lesion_postprocessing"]
 
 LUNG_REGION_KEY = "lung_region"
 """Key of the lung mask grown by a margin that :func:`ct_volume_preprocessing` carries to the network's grid."""
-
-
-def grey_reader() -> PILReader:
-    """MONAI's ``PILReader`` that converts every image to one 8-bit grey channel (``"L"``; RGB screenshots of slices
-    too); 16-bit images are mapped by ``round(v / 257)`` or refused (:func:`tools.input_checks.grey_converter`)."""
-    return PILReader(converter=grey_converter)
-
-
-def slice_loading(keys: Sequence[str] = ("image", "label"), allow_empty_label: bool = False, channels: int = 1) -> list:
-    """Read 8-bit CT slices (already lung-windowed) and their 0/255 masks as the network sees them.
-
-    Steps: load (grey, 16-bit files mapped to 8 bits or refused; errors name the file), channel first, check 2D /
-    finite / non-empty mask, mask 0/255 (label maps and graded masks refused:
-    :func:`tools.input_checks.check_binary_mask`), image 0..255 -> [0, 1], mask binarised at 128, image grey channel
-    repeated to ``channels`` (3 for ImageNet-style encoders).
-
-    Returns a list of transforms, so that configs can append resizing and augmentation.
-    """
-    keys = list(keys)
-    label_keys = [k for k in keys if k != "image"]
-    out = [
-        CheckedLoadImaged(keys=keys, reader=grey_reader(), image_only=True),
-        EnsureChannelFirstd(keys=keys),
-        CheckInputd(keys=keys, spatial_dims=2, channels={k: (1,) for k in keys}, label_keys=label_keys,
-                    allow_empty_label=allow_empty_label),
-        ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
-    ]
-    if label_keys:
-        out += [CheckBinaryMaskd(keys=label_keys), AsDiscreted(keys=label_keys, threshold=128)]
-    if channels > 1:
-        out.append(RepeatChanneld(keys="image", repeats=channels))
-    return out
-
-
-def slice_inference_preprocessing(spatial_size: Sequence[int], channels: int = 1) -> Compose:
-    """Inference chain for 8-bit slices: :func:`slice_loading` of the image, resized to ``spatial_size``."""
-    return Compose([*slice_loading(("image",), channels=channels),
-                    Resized(keys="image", spatial_size=list(spatial_size), mode="bilinear")])
 
 
 def _lung_or_centre_voxel(mask: torch.Tensor) -> torch.Tensor:
@@ -205,32 +149,3 @@ def lesion_postprocessing(
         mask_saver(output_dir, volume=volume, overwrite=overwrite),
     ]
     return Compose(out)
-
-
-MASK_POSTFIX = "mask"
-
-
-def _mask_ext(volume: bool) -> str:
-    return ".nii.gz" if volume else ".png"
-
-
-def mask_path(input_path: str | Path, output_dir: str | Path, volume: bool) -> Path:
-    """The file :func:`mask_saver` writes for ``input_path``: ``output_dir/<input name without extension>_mask.png``
-    (``.nii.gz`` for volumes; a DICOM folder's name is kept whole). Two inputs that differ only in extension
-    (``7.jpg``, ``7.png``) have the same mask path; :func:`tools.runner.check_mask_outputs` refuses them."""
-    layout = FolderLayout(str(output_dir), postfix=MASK_POSTFIX, extension=_mask_ext(volume), parent=False,
-                          makedirs=False)
-    return Path(layout.filename(subject=str(input_path)))
-
-
-def mask_saver(output_dir: str, volume: bool, key: str = "pred", overwrite: bool = False) -> SaveImaged:
-    """Write binary masks whole or not at all: NIfTI (0/1, uint8, the input's affine) for volumes, PNG (0/255)
-    for slices, at :func:`mask_path`. An existing file is replaced only with ``overwrite`` (else writing raises
-    :class:`tools.errors.OutputError`; :func:`tools.runner.run_inference` refuses the run before the model runs)."""
-    common = dict(keys=key, output_dir=output_dir, output_postfix=MASK_POSTFIX, output_dtype=np.uint8,
-                  resample=False, separate_folder=False, output_ext=_mask_ext(volume))
-    if volume:
-        saver = SaveImaged(writer=AtomicNibabelWriter, **common)
-    else:
-        saver = SaveImaged(writer=AtomicPILWriter, scale=255, **common)
-    return saver.set_options(write_kwargs={"overwrite": as_flag(overwrite, "overwrite")})

@@ -1,4 +1,4 @@
-"""Transform chains shared by the bundles that segment RGB photographs (colonoscopy frames, dermoscopy images).
+"""RGB photographs (colonoscopy frames, dermoscopy images): the transform chains of the 2D RGB bundles.
 
 The polyp (CVC-ClinicDB) and skin-lesion (PH2, ISIC 2018) bundles read images and masks the same way; their configs
 build these chains by ``_target_`` so that the reading, checking and normalisation live once. Every step is a MONAI
@@ -17,7 +17,7 @@ from monai.data import PILReader
 from monai.transforms import AsDiscreted, Compose, EnsureChannelFirstd, NormalizeIntensityd, Resized, ScaleIntensityRanged
 
 from tools.input_checks import rgb_converter
-from tools.pipelines import grey_reader
+from tools.pipelines.slices import grey_reader
 from tools.transforms import CheckBinaryMaskd, CheckedLoadImaged, CheckInputd
 
 __all__ = ["rgb_reader", "rgb_loading", "normalization", "rgb_inference_preprocessing", "channel_stats",
