@@ -121,8 +121,8 @@ def test_training_config_is_the_papers(bundle):
 
 
 def test_polyp_split_is_by_clip_and_skin_split_by_image():
-    assert "clip_split" in _parser(POLYP, ["train.json"])["make_split"]
-    assert "split_datalist" in _parser(SKIN, ["train.json"])["make_split"]
+    assert _parser(POLYP, ["train.json"])["make_split"]["_target_"] == "tools.data.clip_split"
+    assert _parser(SKIN, ["train.json"])["make_split"]["_target_"] == "tools.data.split_fraction"
     assert all(_parser(b, ["train.json"])["split"] == "$@make_split()" for b in IACNN_BUNDLES)
     train, val = _parser(POLYP, ["train.json"], dataset_dir=str(_sample(POLYP))).get_parsed_content("split")
     assert len(train) + len(val) == 6 and {Path(d["image"]).name for d in val}.isdisjoint(Path(d["image"]).name for d in train)

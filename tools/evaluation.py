@@ -26,7 +26,7 @@ from tools.runner import SKIPPED_KEY
 from tools.metrics.bootstrap import check_ci_settings, ci_key, summarise_with_ci
 from tools.metrics.infnet import EMEASURE_OPS, infnet_image_metrics
 
-__all__ = ["BINARY_METRICS", "binary_metrics", "image_metrics", "SegmentationMetricsSaver"]
+__all__ = ["BINARY_METRICS", "binary_metrics", "thresholded_binary_metrics", "image_metrics", "SegmentationMetricsSaver"]
 
 # metric name in metrics.json -> name in monai.metrics.compute_confusion_matrix_metric
 BINARY_METRICS = {
@@ -72,6 +72,12 @@ def binary_metrics(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tenso
     if tn + fp == 0:
         out["specificity"] = math.nan
     return out
+
+
+def thresholded_binary_metrics(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """:func:`binary_metrics` of the probability map ``prob`` binarised at ``prob >= threshold`` (the RGB
+    bundles' per-image metrics; configs bind ``threshold`` with ``"_mode_": "callable"``)."""
+    return binary_metrics(prob >= threshold, gt)
 
 
 def image_metrics(

@@ -12,7 +12,7 @@ from monai.networks.layers.factories import Conv, Pool
 from custom_networks.blocks.cbam import CBAM
 from custom_networks.blocks.upcat import UpCat
 
-__all__ = ["RCBUNetPlusPlus"]
+__all__ = ["RCBUNetPlusPlus", "StackedHeadsLoss", "mean_of_heads"]
 
 
 def _residual(spatial_dims: int, in_ch: int, out_ch: int, norm: str | tuple) -> UnetResBlock:
@@ -142,3 +142,26 @@ class RCBUNetPlusPlus(nn.Module):
         if self.eval_mean:
             return torch.stack(outputs, dim=0).mean(dim=0)
         return outputs[-1]
+
+
+class StackedHeadsLoss(nn.Module):
+    """Deep-supervision loss of :class:`RCBUNetPlusPlus`'s training output: the heads stacked on dim 1,
+    ``(B, heads, C, H, W[, D])``, are split into a list and given to ``loss`` (MONAI's ``DeepSupervisionLoss``,
+    which weighs the heads and resizes the label to each), with the label ``(B, C, H, W[, D])``.
+
+    The network stacks its heads (rather than returning a list) so that it stays scriptable with TorchScript.
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.loss(list(torch.unbind(pred, dim=1)), label)
+
+
+def mean_of_heads(pred: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
+    """One item's prediction as eval mode gives it: the mean of the stacked heads' logits
+    ``(heads, C, *spatial) -> (C, *spatial)`` (UNet++'s accurate mode), an item of one head ``(C, *spatial)`` as it
+    is. For post-processing the training engine's decollated output (e.g. a training-set metric)."""
+    return pred.mean(dim=0) if pred.ndim == spatial_dims + 2 else pred

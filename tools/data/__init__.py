@@ -14,19 +14,22 @@ The bundles' configs call them as ``tools.data.<name>``; each lives in the modul
 
 from tools.data.files import IMAGE_EXTENSIONS, VOLUME_EXTENSIONS
 from tools.data.infnet import infnet_datalist
-from tools.data.inputs import inference_datalist, input_kind, is_dicom
+from tools.data.inputs import by_input_kind, inference_datalist, input_kind, is_dicom
 from tools.data.ma_covid import MA_COVID_FOLDERS, ma_covid_datalist
 from tools.data.paired import ISIC2018_FOLDERS, MASK_SUFFIXES, isic2018_datalist, paired_datalist, skin_lesion_datalist
-from tools.data.splits import CVC_CLINICDB_CLIPS, clip_split, split_datalist
+from tools.data.splits import CVC_CLINICDB_CLIPS, clip_split, evaluation_items, split_datalist, split_fraction
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VOLUME_EXTENSIONS",
     "infnet_datalist",
     "split_datalist",
+    "split_fraction",
+    "evaluation_items",
     "is_dicom",
     "input_kind",
     "inference_datalist",
+    "by_input_kind",
     "MA_COVID_FOLDERS",
     "ma_covid_datalist",
     "MASK_SUFFIXES",

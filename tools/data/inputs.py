@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tools.data.files import IMAGE_EXTENSIONS, VOLUME_EXTENSIONS, has_ext, natural_key
 
-__all__ = ["is_dicom", "input_kind", "inference_datalist"]
+__all__ = ["is_dicom", "input_kind", "inference_datalist", "by_input_kind"]
 
 
 def is_dicom(path: Path) -> bool:
@@ -65,3 +65,10 @@ def inference_datalist(path: str | Path) -> list[dict]:
     if p.is_dir() and kind == "image2d":
         return [{"image": str(f)} for f in sorted(p.iterdir(), key=natural_key) if has_ext(f, IMAGE_EXTENSIONS)]
     return [{"image": str(p)}]
+
+
+def by_input_kind(input: str | Path, slices, volume):  # noqa: A002 - the bundles' config key
+    """``volume`` when ``input`` is a CT volume (a NIfTI file or a DICOM-series folder, :func:`input_kind`), else
+    ``slices`` (a 2D image or a folder of them): the one place a bundle's inference chooses its volume path (its
+    pre-processing, inferer and post-processing are each chosen with this)."""
+    return volume if input_kind(input) == "volume" else slices

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["split_datalist", "CVC_CLINICDB_CLIPS", "clip_split"]
+__all__ = ["split_datalist", "split_fraction", "evaluation_items", "CVC_CLINICDB_CLIPS", "clip_split"]
 
 
 def split_datalist(datalist: list[dict], n_val: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -25,6 +25,34 @@ def split_datalist(datalist: list[dict], n_val: int, seed: int = 0) -> tuple[lis
     items = sorted(datalist, key=lambda d: d["image"])
     random.Random(seed).shuffle(items)
     return items[n_val:], items[:n_val]
+
+
+def split_fraction(datalist: list[dict], val_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """:func:`split_datalist` with ``round(val_fraction * len(datalist))`` validation items (at least one).
+
+    Raises:
+        ValueError: if ``val_fraction`` is not in (0, 1), or the list is too short to leave a training item.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    return split_datalist(datalist, n_val=max(1, round(val_fraction * len(datalist))), seed=seed)
+
+
+def evaluation_items(datalist: list[dict], make_split, eval_split: str = "all") -> list[dict]:
+    """The items ``evaluating`` reads: the whole ``datalist`` (``eval_split="all"``, a folder of the user's) or the
+    training run's validation split (``"validation"``: ``make_split()[1]``, the split the bundle trains with).
+
+    ``make_split`` is called only for ``"validation"``, so evaluating a folder too small to split, or whose names
+    a clip split cannot read, works.
+
+    Raises:
+        ValueError: for another ``eval_split``.
+    """
+    if eval_split == "all":
+        return datalist
+    if eval_split == "validation":
+        return make_split()[1]
+    raise ValueError(f"eval_split must be 'all' or 'validation', got {eval_split!r}.")
 
 
 # CVC-ClinicDB frame ranges (first, last; inclusive) of its 29 clips, from the dataset's README.txt ("correspondence
