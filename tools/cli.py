@@ -74,7 +74,7 @@ def export(bundle_dir: str, filepath: str | None = None) -> str:
         bundle_dir: the bundle folder.
         filepath: the TorchScript file to write; default BUNDLE_DIR/models/model.ts.
     """
-    from tools.verify import export_torchscript
+    from tools.export import export_torchscript
 
     return str(export_torchscript(bundle_dir, filepath))
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import jsonschema
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_net_in_out
+
+from tools.export import export_torchscript
 
 __all__ = [
     "BundleCheckError", "CHECKS", "REQUIRED_FILES", "SCHEMA_PATH", "verify_bundle", "verify_dataset_dir",
-    "export_torchscript", "check", "check_config_paths",
+    "check", "check_config_paths",
 ]
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
@@ -210,21 +212,6 @@ def check_network_io(bundle: Path, meta: dict) -> None:
             f"{config}: network_def maps input (1, {inp['num_channels']}, {', '.join(map(str, shape))}) to "
             f"{tuple(y.shape)}; metadata.json promises {expected}."
         )
-
-
-def export_torchscript(bundle: Path | str, filepath: Path | str | None = None) -> Path:
-    """Export ``models/model.pt`` to TorchScript with MONAI's ``ckpt_export`` (default ``models/model.ts``)."""
-    bundle = Path(bundle)
-    filepath = Path(filepath) if filepath else bundle / "models" / "model.ts"
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(filepath),
-        ckpt_file=str(bundle / "models" / "model.pt"),
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        config_file=str(bundle / "configs" / "inference.json"),
-        bundle_root=str(bundle),
-    )
-    return filepath
 
 
 def check_torchscript(bundle: Path, meta: dict, atol: float = 1e-4) -> None:
