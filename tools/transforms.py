@@ -19,7 +19,7 @@ from monai.transforms import LoadImaged, MapTransform
 from tools.errors import InputError, find_cause
 from tools.input_checks import check_binary_mask, check_dicom_series, check_hu_range
 
-__all__ = ["CheckInputd", "CheckedLoadImaged", "CheckBinaryMaskd", "CheckHUd", "CheckDicomSeriesd", "LungRegiond"]
+__all__ = ["CheckInputd", "CheckedLoadImaged", "CheckBinaryMaskd", "CheckHUd", "CheckDicomSeriesd"]
 
 
 def _source(data: Mapping, key: Hashable) -> str:
@@ -206,67 +206,4 @@ class CheckDicomSeriesd(MapTransform):
             path = d[key]
             if isinstance(path, (str, Path)) and Path(path).is_dir():
                 check_dicom_series(path)
-        return d
-
-
-class LungRegiond(MapTransform):
-    """Add a rough lung region-of-interest mask of a CT volume in HU, for cropping before slice inference.
-
-    Superseded: the CT-volume chain (:func:`tools.pipelines.ct_volume_preprocessing`) uses
-    :class:`tools.lung_mask.LungMaskd`, which drops bowel gas and the table gap that this region keeps and gives an
-    empty mask, not the whole volume, when there is no lung. Nothing in the repository uses this class any more
-    but its tests (``tests/test_transforms.py``); it can go with them.
-
-    The COVID-19 training slices are cropped to the thorax, so a whole CT volume (table, abdomen, air around
-    the patient) differs from them; cropping the volume to the lungs' bounding box (MONAI ``CropForegroundd`` on
-    this mask) gives the network the field of view it was trained on and leaves slices without lung unsegmented.
-
-    Body = the largest connected component of ``HU > body_hu`` (so the table is left out), holes filled per axial
-    slice; lung = ``HU < lung_hu`` inside the body, keeping the two largest connected components and any other
-    at least 30 % of the largest (bowel gas is usually smaller), each of at least ``min_voxels``. If no lung is found the mask
-    is the whole volume (and a warning is logged), so the volume is still segmented. This is a region of interest
-    for cropping, not a lung segmentation; it runs with SciPy on the CPU (MONAI has no hole filling on the GPU)
-    and the mask is put back on the image's device.
-
-    Args:
-        keys: the CT image key(s), channel-first ``(1, X, Y, Z)`` in HU, slices along the last axis.
-        roi_key: where to store the mask ``(1, X, Y, Z)`` (bool).
-        lung_hu: upper HU of aerated lung (default -400 HU).
-        body_hu: lower HU of the body (default -500 HU).
-        min_voxels: smallest lung component kept.
-    """
-
-    def __init__(self, keys: KeysCollection, roi_key: str = "lung_roi", lung_hu: float = -400.0,
-                 body_hu: float = -500.0, min_voxels: int = 500, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.roi_key, self.lung_hu, self.body_hu, self.min_voxels = roi_key, lung_hu, body_hu, min_voxels
-
-    def __call__(self, data: Mapping) -> dict:
-        import logging
-
-        import numpy as np
-        from scipy import ndimage
-
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            hu = torch.as_tensor(img).detach().cpu().numpy()[0]
-            body, n = ndimage.label(hu > self.body_hu)  # the largest component: the patient, not the table
-            if n:
-                body = body == 1 + int(np.argmax(ndimage.sum(body > 0, body, index=np.arange(1, n + 1))))
-            body = np.stack([ndimage.binary_fill_holes(body[..., z]) for z in range(hu.shape[-1])], -1)
-            lung = (hu < self.lung_hu) & body
-            labels, n = ndimage.label(lung)
-            if n:  # the lungs: the two largest air components, and any other at least 30 % of the largest
-                sizes = ndimage.sum(lung, labels, index=np.arange(1, n + 1))
-                order = np.argsort(sizes)[::-1]
-                keep = [i for rank, i in enumerate(order)
-                        if sizes[i] >= self.min_voxels and (rank < 2 or sizes[i] >= 0.3 * sizes[order[0]])]
-                lung = np.isin(labels, 1 + np.asarray(keep, dtype=int))
-            if not lung.any():
-                logging.getLogger(__name__).warning(
-                    "%s: no lung region found (HU < %s inside the body); segmenting the whole volume.",
-                    _source(d, key), self.lung_hu)
-                lung = np.ones_like(lung)
-            d[self.roi_key] = torch.as_tensor(lung[None], device=torch.as_tensor(img).device)
         return d
