@@ -44,6 +44,7 @@ __all__ = [
     "init_distributed",
     "distributed_network",
     "is_main_process",
+    "finish_distributed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -217,3 +218,16 @@ def is_main_process() -> bool:
     import torch.distributed as dist
 
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def finish_distributed() -> None:
+    """Leave the process group cleanly at the end of a ``torchrun`` run: wait for every rank (rank 0 may still be
+    writing its checkpoint), then destroy the group. Without the barrier a rank that finishes first tears down its
+    Gloo threads while the others still talk to it, and the process can abort at exit ("terminate called without
+    an active exception", SIGABRT). A no-op when not distributed."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
