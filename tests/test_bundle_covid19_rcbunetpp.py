@@ -197,4 +197,4 @@ def test_evaluating_the_validation_split_from_seg_data_root(data_root, tmp_path,
         output_dir=str(tmp_path),
     )
     rows = (tmp_path / "per_image.csv").read_text().strip().splitlines()[1:]
-    assert sorted(r.split(",")[0] for r in rows) == ["1.png", "24.png", "39.png", "46.png", "53.png"]
+    assert sorted(r.split(",")[0] for r in rows) == ["1.jpg", "24.jpg", "39.jpg", "46.jpg", "53.jpg"]  # the images, not their masks

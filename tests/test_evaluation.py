@@ -166,3 +166,13 @@ def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path, monkeypatch):
         atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_per_image_csv_names_the_image_not_its_mask(tmp_path):
+    item = _item(PRED, GT, "masks/7_mask.png")
+    item["image"] = MetaTensor(torch.zeros(3, 4, 4), meta={"filename_or_obj": "/x/images/7.jpg"})
+    saver = SegmentationMetricsSaver(tmp_path)
+    saver.iteration_completed(_engine([item]))
+    saver.completed(None)
+    rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
+    assert [r["image"] for r in rows] == ["7.jpg"]

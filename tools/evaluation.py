@@ -126,7 +126,7 @@ class SegmentationMetricsSaver:
     probability ``(1, H, W)`` at the ground truth's size (invert the resizing first, e.g. with ``Invertd``),
     ``label`` the mask ``(1, H, W)``. At completion it writes, each file whole or not at all:
 
-    - ``per_image.csv``: one row per image (``image`` = the label's file name), every metric of
+    - ``per_image.csv``: one row per image (``image`` = the image's file name, else the label's), every metric of
       :func:`image_metrics` (or ``metrics_fn``); an undefined value is written ``nan`` (``float("nan")`` and
       pandas read it back as NaN);
     - ``metrics.json``, strict JSON (written with ``allow_nan=False``), in this order:
@@ -220,7 +220,9 @@ class SegmentationMetricsSaver:
             gt = _squeeze2d(label, "label", source)
             if prob.shape != gt.shape:
                 raise ValueError(f"{source}: prediction {prob.shape} and label {gt.shape} differ in size.")
-            self.rows.append({"image": Path(source).name, **self.metrics_fn(prob, gt > 0)})
+            image = item.get(CommonKeys.IMAGE)  # the row names the image, not its mask (e.g. Imgs/1.jpg, not GT/1.png)
+            name = str(getattr(image, "meta", {}).get("filename_or_obj", source))
+            self.rows.append({"image": Path(name).name, **self.metrics_fn(prob, gt > 0)})
 
     def metric_names(self) -> list[str]:
         """The metric columns of the images seen so far (the CSV columns without ``image``)."""
