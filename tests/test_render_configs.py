@@ -1,4 +1,4 @@
-"""The bundles' shared configs are renderings of ``bundles/_templates/`` (a family's template plus the bundle's
+"""The bundles' shared configs are renderings of ``tools/bundle_templates/`` (a family's template plus the bundle's
 overlay): every committed rendering matches, and a new bundle of a family is one overlay."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ RENDERED_BUNDLES = sorted(p.stem for p in (TEMPLATES / "overlays").glob("*.json"
 
 def test_every_bundle_has_an_overlay():
     bundles = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs").is_dir())
-    assert bundles == RENDERED_BUNDLES, "a bundle's shared configs are rendered from _templates/overlays/<bundle>.json"
+    assert bundles == RENDERED_BUNDLES, "a bundle's shared configs are rendered from tools/bundle_templates/overlays/<bundle>.json"
 
 
 @pytest.mark.parametrize("bundle", RENDERED_BUNDLES)
@@ -27,7 +27,7 @@ def test_every_committed_config_equals_its_rendering(bundle):
     assert {"train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"} <= set(rendered)
     stale = [name for name, text in rendered.items() if (BUNDLES / bundle / "configs" / name).read_text() != text]
     assert not stale, (
-        f"{bundle}/configs/{', '.join(stale)} differ(s) from the rendering of bundles/_templates/: edit the template "
+        f"{bundle}/configs/{', '.join(stale)} differ(s) from the rendering of tools/bundle_templates/: edit the template "
         "or the bundle's overlay there (not the rendered file), then run `python -m tools render_configs`"
     )
 
@@ -43,11 +43,11 @@ def test_check_names_a_hand_edited_rendering_and_writing_restores_it(tmp_path):
     committed = train.read_text()
     train.write_text(committed.replace('"learning_rate": 0.0001', '"learning_rate": 0.01'))
 
-    assert render_all(tmp_path, check=True) == [train]
+    assert render_all(tmp_path, check=True, templates_dir=tmp_path / "_templates") == [train]
     assert train.read_text() != committed  # --check writes nothing
-    assert render_all(tmp_path) == [train]
+    assert render_all(tmp_path, templates_dir=tmp_path / "_templates") == [train]
     assert train.read_text() == committed
-    assert render_all(tmp_path, check=True) == []
+    assert render_all(tmp_path, check=True, templates_dir=tmp_path / "_templates") == []
 
 
 def test_a_new_rgb_bundle_is_one_small_overlay(tmp_path):

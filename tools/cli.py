@@ -25,7 +25,7 @@ Commands:
     hu_window IMAGE_DIR           estimate the HU window of 8-bit lung-windowed slices
     mesh MASK --output F.stl [--png F.png] [--label N]
                                   surface of a NIfTI mask as STL in world coordinates (mm)
-    render_configs [--check]      write each bundle's shared configs from bundles/_templates/ (--check: only compare)
+    render_configs [--check]      write each bundle's shared configs from tools/bundle_templates/ (--check: only compare)
 """
 
 import json
@@ -256,7 +256,7 @@ def render_configs(check: bool = False) -> str:
     """Write each bundle's shared configs from its family's template and its overlay; print what was written.
 
     The shared configs (train, evaluate, inference, multi_gpu_train.json, logging.conf) are rendered from
-    bundles/_templates/ (its README.md describes the layout); metadata.json and the bundle-only overlays are not.
+    tools/bundle_templates/ (its README.md describes the layout); metadata.json and the bundle-only overlays are not.
     Exits 1 with a message on a template or overlay that cannot be rendered, and with --check on any committed file
     that differs from its rendering (naming each).
 
@@ -276,7 +276,7 @@ def render_configs(check: bool = False) -> str:
             print("differs from its rendering (run python -m tools render_configs): " + ", ".join(names),
                   file=sys.stderr)
             sys.exit(1)
-        return "every rendered config matches bundles/_templates/"
+        return "every rendered config matches tools/bundle_templates/"
     return "wrote " + ", ".join(names) if names else "every rendered config was up to date"
 
 

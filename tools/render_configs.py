@@ -1,10 +1,10 @@
-"""Render each bundle's shared configs from its family's template and the bundle's overlay (``bundles/_templates/``).
+"""Render each bundle's shared configs from its family's template and the bundle's overlay (``tools/bundle_templates/``).
 
 The bundles of a family (COVID-19 CT: slices and volumes; 2D RGB: colonoscopy and dermoscopy) share most of their
 ``train.json``, ``evaluate.json`` and ``inference.json``; every bundle shares ``multi_gpu_train.json`` and
 ``logging.conf``. Each bundle folder must still stand alone (MONAI's CLI, MONAI Label and the model zoo read
 ``configs/*.json`` directly), so these files stay committed in the bundle, but as *renderings*: one template a family,
-one overlay a bundle, both under ``bundles/_templates/`` (its README describes the layout). Edit the template or the
+one overlay a bundle, both under ``tools/bundle_templates/`` (its README describes the layout). Edit the template or the
 overlay, then run ``python -m tools render_configs``; ``--check`` (and ``tests/test_render_configs.py``) fails when a
 committed file differs from its rendering.
 
@@ -27,7 +27,8 @@ from typing import Any
 __all__ = ["PER_BUNDLE", "OPTIONAL", "TEMPLATES", "RenderError", "apply_overlay", "render_overlay",
            "render_bundle_configs", "render_all", "dump_config"]
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "bundles" / "_templates"
+TEMPLATES = Path(__file__).resolve().parent / "bundle_templates"
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 PER_BUNDLE = "<per-bundle>"
 OPTIONAL = "<per-bundle-optional>"
 COMMON = "common"
@@ -164,15 +165,17 @@ def render_bundle_configs(bundle_name: str, templates_dir: str | Path = TEMPLATE
     return render_overlay(json.loads(overlay_file.read_text()), templates_dir, name=bundle_name)
 
 
-def render_all(bundles_dir: str | Path | None = None, check: bool = False) -> list[Path]:
-    """Render every bundle that has an overlay into ``bundles_dir/<name>/configs/``.
+def render_all(bundles_dir: str | Path | None = None, check: bool = False,
+               templates_dir: str | Path | None = None) -> list[Path]:
+    """Render every bundle that has an overlay in ``templates_dir`` (default :data:`TEMPLATES`) into
+    ``bundles_dir/<name>/configs/`` (default the repository's ``bundles/``).
 
     Returns the files that differed from their rendering (written unless ``check``).
     """
     from tools.io import atomic_write_text
 
-    bundles_dir = Path(bundles_dir) if bundles_dir is not None else TEMPLATES.parent
-    templates_dir = bundles_dir / "_templates"
+    bundles_dir = Path(bundles_dir) if bundles_dir is not None else BUNDLES
+    templates_dir = Path(templates_dir) if templates_dir is not None else TEMPLATES
     differing = []
     for overlay_file in sorted((templates_dir / "overlays").glob("*.json")):
         name = overlay_file.stem
