@@ -17,6 +17,7 @@ from tools.training_options import (
     LOSSES,
     OPTIMIZERS,
     CLAHEd,
+    RandHueSaturationd,
     get_augmentation,
     get_loss,
     get_optimizer,
@@ -271,3 +272,43 @@ def test_clahe_rejects_images_it_cannot_equalise(image, kwargs, message):
 def test_clahe_rejects_unknown_mode():
     with pytest.raises(ValueError, match=r"mode must be one of \('value', 'channels'\)"):
         CLAHEd("image", mode="lab")
+
+
+def test_hue_saturation_identity_settings_leave_the_image_unchanged():
+    image = MetaTensor(torch.rand(3, 8, 9))
+    out = RandHueSaturationd("image", hue_degrees=0.0, saturation=(1.0, 1.0), prob=1.0)({"image": image})["image"]
+    assert isinstance(out, MetaTensor) and out.shape == image.shape
+    torch.testing.assert_close(out.as_tensor(), image.as_tensor(), atol=1e-5, rtol=0)
+
+
+def test_zero_saturation_gives_the_grey_image_of_the_same_luma():
+    image = torch.rand(3, 8, 8)
+    out = RandHueSaturationd("image", hue_degrees=0.0, saturation=(0.0, 0.0), prob=1.0)({"image": image})["image"]
+    luma = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+    for c in range(3):
+        torch.testing.assert_close(out[c], luma, atol=1e-5, rtol=0)
+
+
+def test_hue_rotation_keeps_luma_and_changes_colour():
+    image = 0.4 + 0.2 * torch.rand(3, 8, 8)  # mid-range: nothing is clipped
+    t = RandHueSaturationd("image", hue_degrees=60.0, saturation=(1.0, 1.0), prob=1.0)
+    t.set_random_state(3)
+    out = t({"image": image})["image"]
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    torch.testing.assert_close((out * weights).sum(0), (image * weights).sum(0), atol=1e-5, rtol=0)
+    assert (out - image).abs().max() > 1e-3
+
+
+def test_hue_saturation_with_prob_zero_and_label_untouched():
+    data = {"image": torch.rand(3, 4, 4), "label": torch.ones(1, 4, 4)}
+    out = RandHueSaturationd("image", prob=0.0)(data)
+    assert out["image"] is data["image"] and out["label"] is data["label"]
+
+
+def test_hue_saturation_refuses_a_grey_image_and_bad_ranges():
+    with pytest.raises(ValueError, match="RGB image"):
+        RandHueSaturationd("image", prob=1.0)({"image": torch.rand(1, 4, 4)})
+    with pytest.raises(ValueError, match="hue_degrees"):
+        RandHueSaturationd("image", hue_degrees=200.0)
+    with pytest.raises(ValueError, match="saturation"):
+        RandHueSaturationd("image", saturation=(1.2, 0.8))

@@ -28,6 +28,7 @@ from monai.config import KeysCollection
 from monai.losses import DiceCELoss, DiceLoss, HausdorffDTLoss, SSIMLoss, TverskyLoss
 from monai.transforms import (
     MapTransform,
+    RandomizableTransform,
     Rand2DElasticd,
     RandAdjustContrastd,
     RandFlipd,
@@ -42,7 +43,7 @@ from custom_networks.nets.unet_variants import ACTIVATIONS
 
 __all__ = [
     "LOSSES", "OPTIMIZERS", "AUGMENTATIONS", "ACTIVATIONS", "FocalTverskyLoss", "DiceBoundaryLoss", "SSIMBCEDiceLoss",
-    "CLAHEd", "get_loss", "get_optimizer", "get_augmentation",
+    "CLAHEd", "RandHueSaturationd", "get_loss", "get_optimizer", "get_augmentation",
 ]
 
 LOSSES = ("bce_dice", "focal_tversky", "dice_boundary", "ssim_bce_dice")
@@ -374,4 +375,70 @@ class CLAHEd(MapTransform):
         for key in self.key_iterator(d):
             equalized = self.equalize(convert_to_numpy(d[key]), key)
             d[key] = convert_to_dst_type(equalized, d[key], dtype=torch.float32)[0]
+        return d
+
+
+class RandHueSaturationd(RandomizableTransform, MapTransform):
+    """Random hue rotation and saturation scaling of RGB images ``(3, H, W)`` in [0, 1] (photometric augmentation).
+
+    Why our own: MONAI 1.6 has brightness, contrast, gamma, blur and noise transforms but none for hue or saturation,
+    and torchvision's ``ColorJitter`` (which MONAI's ``RandTorchVisiond`` would wrap) does not import beside the CPU
+    torch build these bundles are pinned to. Both operations are linear maps of the RGB vector, applied as one 3x3
+    colour matrix: the hue rotates by ``theta`` about the grey axis in YIQ space (the luma Y is kept), the saturation
+    scales the chroma (I, Q) by ``s`` (``s = 0`` gives the grey image, ``s = 1`` the input). The result is clipped to
+    [0, 1]. Masks are not touched.
+
+    Args:
+        keys: keys of the RGB images.
+        hue_degrees: largest hue rotation; ``theta`` is uniform in ``[-hue_degrees, hue_degrees]``. Default 10.
+        saturation: range of the saturation factor ``s``. Default ``(0.7, 1.3)``.
+        prob: probability of applying the transform. Default 0.5.
+        allow_missing_keys: do not fail on a missing key.
+
+    Raises:
+        ValueError: at construction for ``hue_degrees`` outside [0, 180] or a saturation range that is not
+            ``0 <= low <= high``; on call for an image that is not ``(3, H, W)`` (naming the key).
+    """
+
+    # RGB -> YIQ (NTSC 1953 primaries, as in scikit-image's ``rgb2yiq``); its inverse maps back.
+    _RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.59590059, -0.27455667, -0.32134392],
+                         [0.21153661, -0.52273617, 0.31119955]])
+    _YIQ2RGB = np.linalg.inv(_RGB2YIQ)
+
+    def __init__(self, keys: KeysCollection, hue_degrees: float = 10.0, saturation: Sequence[float] = (0.7, 1.3),
+                 prob: float = 0.5, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if not 0.0 <= hue_degrees <= 180.0:
+            raise ValueError(f"hue_degrees must be in [0, 180], got {hue_degrees}.")
+        low, high = (float(v) for v in saturation)
+        if not 0.0 <= low <= high:
+            raise ValueError(f"saturation must be a range 0 <= low <= high, got {tuple(saturation)}.")
+        self.hue_degrees, self.saturation = float(hue_degrees), (low, high)
+        self.matrix = np.eye(3)
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        if not self._do_transform:
+            return
+        theta = math.radians(self.R.uniform(-self.hue_degrees, self.hue_degrees))
+        s = self.R.uniform(*self.saturation)
+        cos, sin = s * math.cos(theta), s * math.sin(theta)
+        chroma = np.array([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+        self.matrix = self._YIQ2RGB @ chroma @ self._RGB2YIQ
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            image = d[key]
+            if image.ndim != 3 or image.shape[0] != 3:
+                raise ValueError(f"RandHueSaturationd needs an RGB image (3, H, W) for {key!r}, "
+                                 f"got shape {tuple(image.shape)}.")
+            t = torch.as_tensor(image, dtype=torch.float32)
+            m = torch.as_tensor(self.matrix, dtype=torch.float32, device=t.device)
+            out = torch.einsum("ij,jhw->ihw", m, t).clamp_(0.0, 1.0)
+            d[key] = convert_to_dst_type(out, image, dtype=torch.float32)[0]
         return d
