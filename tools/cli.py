@@ -18,6 +18,10 @@ Commands:
             [--overrides JSON] [--reuse]
                                   train the bundle's network and its baselines (configs/baselines/*.json) the
                                   same way, evaluate each on the validation split, write OUT/comparison.{json,md}
+    benchmark_variants BUNDLE_DIR --grid FILE [--output_dir OUT] [--max_epochs N] [--dataset_dir DIR]
+            [--overrides JSON] [--reuse]
+                                  train and evaluate a grid of variants (named config overlays) the same way, write
+                                  OUT/benchmark.{csv,md,png} (Dice vs training time and vs parameters)
     compact SRC DST [--dtype float16]
                                   ship weights compactly: the state dict alone, in half precision
     channel_stats BUNDLE_DIR [--dataset_dir DIR]
@@ -193,6 +197,48 @@ def compare(
     return result["table"]
 
 
+def benchmark_variants(
+    bundle_dir: str,
+    grid: str,
+    output_dir: str | None = None,
+    max_epochs: int | None = None,
+    dataset_dir: str | None = None,
+    overrides: dict | str | None = None,
+    reuse: bool = False,
+) -> str:
+    """Train and evaluate a grid of variants the same way; write a CSV, a markdown table and a plot; print the table.
+
+    Each variant of the grid file is a named overlay of config ids on the bundle's train.json; it is trained and its
+    best checkpoint evaluated on the validation split (tools.compare), then OUTPUT_DIR/benchmark.csv, benchmark.md
+    and benchmark.png (validation Dice against training time and parameters) are written.
+    Exits 1 with a message on a bad grid file, bad overrides or a run that saved no checkpoint.
+
+    Args:
+        bundle_dir: the bundle folder.
+        grid: the grid file, {"description": text, "overrides": {id: value}, "variants": {name: {id: value}}}
+            (e.g. BUNDLE_DIR/configs/grids/survey.json).
+        output_dir: where to write; default BUNDLE_DIR/eval/benchmark_<grid file name>.
+        max_epochs: training epochs of every variant; default the grid's overrides, else the bundle's own.
+        dataset_dir: the dataset folder itself; default the bundle's own dataset_dir (under SEG_DATA_ROOT).
+        overrides: config id -> value applied to every variant after the grid's own overrides, as a JSON file or an
+            inline JSON object / Python dict literal.
+        reuse: keep a variant's results when OUTPUT_DIR/<variant>/result.json holds the same settings, instead of
+            training it again.
+    """
+    from tools.benchmark_variants import benchmark_variants as run_grid
+    from tools.compare import CompareError
+
+    if isinstance(overrides, dict):
+        overrides = _json_words(overrides)
+    try:
+        result = run_grid(bundle_dir, grid, output_dir=output_dir, max_epochs=max_epochs, dataset_dir=dataset_dir,
+                          overrides=overrides, reuse=reuse)
+    except CompareError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    return result["table"]
+
+
 def mesh(mask: str, output: str, png: str | None = None, label: int | None = None, step_size: int = 1) -> str:
     """Write the surface of a NIfTI mask as binary STL in world coordinates (mm); optionally a PNG rendering.
 
@@ -286,6 +332,7 @@ COMMANDS = {
     "export": export,
     "benchmark": benchmark,
     "compare": compare,
+    "benchmark_variants": benchmark_variants,
     "promote": promote,
     "compact": compact,
     "channel_stats": channel_stats,

@@ -220,6 +220,11 @@ def _evaluate_variant(configs: list[Path], files: Mapping[str, Path], bundle: Pa
     return json.loads((out / "metrics.json").read_text())
 
 
+def _shown(path: Path, bundle: Path) -> str:
+    """``path`` relative to the bundle when inside it (``configs/baselines/unet.json``), else whole."""
+    return str(path.relative_to(bundle)) if path.is_relative_to(bundle) else str(path)
+
+
 def _fmt(value) -> str:
     if value is None:
         return "-"
@@ -250,6 +255,7 @@ def compare_variants(
     dataset_dir: str | Path | None = None,
     overrides: Mapping | str | None = None,
     reuse: bool = False,
+    extra_variants: Mapping[str, str | Path] | None = None,
 ) -> dict:
     """Train each variant with the bundle's ``train.json`` (+ its overlay), evaluate its best checkpoint on the
     validation split with ``evaluate.json``, and write the comparison (see the module docstring for the files).
@@ -266,6 +272,9 @@ def compare_variants(
             and ``eval_split`` are set by the comparison.
         reuse: keep a variant's results when ``output_dir/<variant>/result.json`` holds the same settings (epochs,
             data, overrides and the bytes of the config files used) instead of training it again.
+        extra_variants: more variants, ``{name: overlay file}``, beside the bundle's own (overlays kept outside
+            ``configs/baselines/``, e.g. those :mod:`tools.benchmark_variants` writes from a grid file); a name the
+            bundle already has is refused.
 
     Returns:
         the content of ``comparison.json``: ``{"bundle", "eval_split", "settings", "variants": [record, ...],
@@ -280,6 +289,11 @@ def compare_variants(
     bundle = Path(bundle_dir).resolve()
     files = _bundle_files(bundle)
     available = bundle_variants(bundle)
+    if extra_variants:
+        clash = sorted(set(extra_variants) & set(available))
+        if clash:
+            raise CompareError(f"{bundle}: extra variant name(s) {', '.join(clash)} are the bundle's own variants.")
+        available.update({str(n): Path(p).resolve() for n, p in extra_variants.items()})
     names = _parse_variants(variants, available, bundle)
     extra = _parse_overrides(overrides)
     out_root = Path(output_dir).resolve() if output_dir else bundle / "eval" / "compare"
@@ -317,10 +331,10 @@ def compare_variants(
             shutil.rmtree(stale, ignore_errors=True)
         for stale in ("metrics.json", "per_image.csv", "result.json"):
             (out / stale).unlink(missing_ok=True)
-        logger.info("%s: training with %s", name, ", ".join(str(c.relative_to(bundle)) for c in configs))
+        logger.info("%s: training with %s", name, ", ".join(_shown(c, bundle) for c in configs))
         record = _train_variant(name, configs, files, bundle, out, common)
         record["metrics"] = _evaluate_variant(configs, files, bundle, out, common)
-        record["overlay"] = str(overlay.relative_to(bundle)) if overlay else None
+        record["overlay"] = _shown(overlay, bundle) if overlay else None
         record["settings"] = settings
         atomic_write_text(previous, json.dumps(record, indent=2) + "\n")
         records.append(record)
