@@ -85,3 +85,43 @@ def test_summary_of_117_cases_gives_each_of_12_metrics_an_interval_around_its_me
     for name in columns:
         low, high = summary[ci_key(name)]
         assert low < summary[name] < high
+
+
+def test_paired_difference_keeps_the_pairing_and_is_narrower_than_separate_intervals():
+    from tools.metrics.bootstrap import bootstrap_ci, paired_difference
+
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(0.3, 0.9, 40)  # shared by both runs
+    a = {f"img{i}": float(v) for i, v in enumerate(difficulty)}
+    b = {k: v + 0.02 for k, v in a.items()}  # run B is better by exactly 0.02 on every image
+    out = paired_difference(a, b)
+    assert out["cases"] == 40
+    assert out["mean_difference"] == pytest.approx(0.02)
+    assert out["difference_ci95"] == pytest.approx([0.02, 0.02])  # every resample of constant differences
+    low, high = bootstrap_ci(list(a.values()))
+    assert high - low > 0.1  # the separate interval of A alone is wide
+
+
+def test_paired_difference_refuses_different_cases_and_leaves_out_nans():
+    from tools.metrics.bootstrap import paired_difference
+
+    with pytest.raises(ValueError, match="different cases"):
+        paired_difference({"x": 1.0}, {"y": 1.0})
+    out = paired_difference({"x": 0.5, "y": float("nan"), "z": 0.7}, {"x": 0.6, "y": 0.9, "z": 0.6})
+    assert out["cases"] == 2 and out["mean_difference"] == pytest.approx(0.0)
+
+
+def test_paired_difference_command_reads_two_per_image_files(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    for name, values in (("a.csv", (0.5, 0.6)), ("b.csv", (0.7, 0.7))):
+        (tmp_path / name).write_text("image,dice\n1.png,%s\n2.png,%s\n" % values)
+    done = subprocess.run([sys.executable, "-m", "tools", "paired_difference", str(tmp_path / "a.csv"),
+                           str(tmp_path / "b.csv")], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert out["metric"] == "dice" and out["mean_difference"] == pytest.approx(0.15)
+    bad = subprocess.run([sys.executable, "-m", "tools", "paired_difference", str(tmp_path / "a.csv"),
+                          str(tmp_path / "b.csv"), "--metric", "hd95"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "no column 'hd95'" in bad.stderr

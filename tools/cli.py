@@ -22,6 +22,8 @@ Commands:
             [--overrides JSON] [--reuse]
                                   train and evaluate a grid of variants (named config overlays) the same way, write
                                   OUT/benchmark.{csv,md,png} (Dice vs training time and vs parameters)
+    paired_difference A/per_image.csv B/per_image.csv [--metric dice]
+                                  mean per-image difference B - A with its paired bootstrap 95% interval
     compact SRC DST [--dtype float16]
                                   ship weights compactly: the state dict alone, in half precision
     channel_stats BUNDLE_DIR [--dataset_dir DIR]
@@ -97,6 +99,36 @@ def hu_window(image_dir: str, lung_hu: float = -850.0, tissue_hu: float = 40.0) 
     from tools.hu_window import estimate_hu_window
 
     return json.dumps(estimate_hu_window(image_dir, lung_hu, tissue_hu))
+
+
+def paired_difference(per_image_a: str, per_image_b: str, metric: str = "dice") -> str:
+    """Mean per-image difference B - A of METRIC between two evaluations of the same images, with its paired bootstrap
+    95% interval; print JSON. Exits 1 with a message when the files name different images or lack the metric.
+
+    Args:
+        per_image_a: the first run's per_image.csv (written by `evaluating`).
+        per_image_b: the second run's per_image.csv, on the same images.
+        metric: a column of both files, e.g. dice, iou, sensitivity.
+    """
+    import csv
+
+    from tools.metrics.bootstrap import paired_difference as difference
+
+    def column(path: str) -> dict[str, float]:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or metric not in rows[0]:
+            print(f"ERROR: {path}: no column {metric!r}", file=sys.stderr)
+            sys.exit(1)
+        key = "image" if "image" in rows[0] else next(iter(rows[0]))
+        return {r[key]: float(r[metric]) if r[metric] not in ("", "nan", "None") else float("nan") for r in rows}
+
+    try:
+        result = difference(column(per_image_a), column(per_image_b))
+    except ValueError as e:
+        print(f"ERROR: {per_image_a}, {per_image_b}: {e}", file=sys.stderr)
+        sys.exit(1)
+    return json.dumps({"metric": metric, **result})
 
 
 def channel_stats(bundle_dir: str, dataset_dir: str | None = None) -> str:
@@ -336,6 +368,7 @@ COMMANDS = {
     "promote": promote,
     "compact": compact,
     "channel_stats": channel_stats,
+    "paired_difference": paired_difference,
     "hu_window": hu_window,
     "mesh": mesh,
     "render_configs": render_configs,
