@@ -21,6 +21,7 @@ END_TO_END_MODULES = frozenset({
     "test_bundle_covid19_resattunet",
     "test_bundle_iacnn",
     "test_bundle_drive",
+    "test_bundle_spine",
     "test_compare",
     "test_ma_covid_layout",
     "test_verify",

@@ -51,6 +51,7 @@ __all__ = [
     "rgb_converter",
     "is_grey_rgb",
     "check_binary_mask",
+    "check_label_map",
     "check_hu_range",
     "check_dicom_series",
 ]
@@ -268,3 +269,27 @@ def check_dicom_series(folder: str | Path, files: Sequence[str | Path] | None = 
                 f"{positions[i + 1][1].name}, {spacing:g} mm between the others (a missing file?)."
             )
     return len(slices)
+
+
+def check_label_map(values: np.ndarray, max_label: int) -> None:
+    """Refuse a label volume that is not a map of integer labels ``0..max_label`` (0 = background).
+
+    The spine bundle reads MyoSegmenTUM's label maps (0 = background, 1..5 = L1..L5) and takes every label above 0 as
+    vertebra; a probability map, a mask scaled to 0..255, negative or fractional values would be turned into a wrong
+    foreground without a word. A binary 0/1 mask is a label map and is accepted.
+
+    Raises:
+        InputError: with the values found (without the file name; the caller adds it).
+    """
+    v = np.asarray(values)
+    if v.dtype.kind == "f" and not bool(np.isfinite(v).all()):
+        raise InputError("a label map holding NaN or infinite values; labels must be integers "
+                         f"0..{max_label} (0 = background).")
+    if v.dtype.kind == "f" and bool((v != np.round(v)).any()):
+        raise InputError(f"a label map with fractional values ({_values(v)}): a probability or resampled map, not "
+                         f"integer labels 0..{max_label} (0 = background).")
+    if v.size and (float(v.min()) < 0 or float(v.max()) > max_label):
+        raise InputError(f"a label map with values {_values(v)}, outside 0..{max_label} (0 = background, 1..{max_label} "
+                         "the structures taken as foreground); convert it to those labels (a 0/255 mask: divide by "
+                         "255).")
+

@@ -1,0 +1,176 @@
+"""Dice, IoU and the 95th-percentile Hausdorff distance (mm) per 3D volume, and the evaluation handler that writes them
+(``metrics.json`` with bootstrap 95% intervals over volumes, ``per_volume.csv``): the spine bundle's evaluation.
+
+The per-image machinery (``SegmentationMetricsSaver``: skipped inputs, strict JSON, bootstrap summaries) is
+``tools.evaluation``'s; this module adds what volumes need: the voxel spacing read from each label's affine and the
+surface distance metric, MONAI's ``compute_hausdorff_distance``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.utils import CommonKeys
+
+from tools.evaluation import SegmentationMetricsSaver, _json_one_key_a_line, binary_metrics
+from tools.io import atomic_write_text
+from tools.metrics.bootstrap import summarise_with_ci
+from tools.runner import SKIPPED_KEY
+
+__all__ = ["VOLUME_METRICS", "volume_metrics", "VolumeMetricsSaver"]
+
+logger = logging.getLogger(__name__)
+
+VOLUME_METRICS = ("dice", "iou", "hd95")
+"""The per-volume metrics of :func:`volume_metrics`, in the order ``metrics.json`` and ``per_volume.csv`` list them."""
+
+
+def volume_metrics(
+    prob: np.ndarray | torch.Tensor,
+    gt: np.ndarray | torch.Tensor,
+    spacing: Sequence[float] | None = None,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """Dice, IoU and the 95th-percentile Hausdorff distance of one 3D mask against its ground truth.
+
+    Args:
+        prob: foreground probability (or a binary mask) ``(H, W, D)``; foreground is ``prob >= threshold``.
+        gt: ground truth of the same shape, non-zero is foreground.
+        spacing: voxel size in mm along the three axes (default 1 mm): HD95 is in mm.
+        threshold: probability threshold.
+
+    Returns:
+        ``{"dice", "iou", "hd95"}``. Dice and IoU as :func:`binary_metrics` (1 when both masks are empty). HD95 is
+        MONAI's ``compute_hausdorff_distance(percentile=95, spacing=spacing)`` (symmetric: the larger of the two
+        directed 95th percentiles of surface-to-surface distances): 0 when both masks are empty, NaN (undefined, left
+        out of the means) when exactly one is.
+
+    Raises:
+        ValueError: if the shapes differ or are not 3D.
+    """
+    from monai.metrics import compute_hausdorff_distance
+
+    p = torch.as_tensor(np.asarray(prob) if not isinstance(prob, torch.Tensor) else prob.detach().cpu()).float()
+    g = torch.as_tensor(np.asarray(gt) if not isinstance(gt, torch.Tensor) else gt.detach().cpu()) > 0
+    if p.shape != g.shape or p.ndim != 3:
+        raise ValueError(f"prediction {tuple(p.shape)} and ground truth {tuple(g.shape)} must be the same 3D shape.")
+    b = p >= threshold
+    out = {k: v for k, v in binary_metrics(b, g).items() if k in ("dice", "iou")}
+    has_p, has_g = bool(b.any()), bool(g.any())
+    if not has_p and not has_g:
+        out["hd95"] = 0.0
+    elif has_p != has_g:
+        out["hd95"] = math.nan
+    else:
+        sp = [float(s) for s in spacing] if spacing is not None else [1.0, 1.0, 1.0]
+        hd = compute_hausdorff_distance(b[None, None].float(), g[None, None].float(), include_background=True,
+                                        percentile=95, spacing=sp)
+        out["hd95"] = float(hd.reshape(-1)[0])
+    return out
+
+
+def _squeeze3d(x, name: str, source: str) -> torch.Tensor:
+    t = torch.as_tensor(x.detach().cpu() if isinstance(x, torch.Tensor) else np.asarray(x)).float()
+    t = t[0] if t.ndim == 4 and t.shape[0] == 1 else t
+    if t.ndim != 3:
+        raise ValueError(f"{source}: {name} must be one 3D channel, got shape {tuple(t.shape)}.")
+    return t
+
+
+def _voxel_spacing(label) -> list[float]:
+    """Voxel size (mm) of a channel-first MetaTensor from its affine (1 mm when it carries none)."""
+    from monai.data.utils import affine_to_spacing
+
+    affine = getattr(label, "affine", None)
+    if affine is None:
+        return [1.0, 1.0, 1.0]
+    return [float(s) for s in affine_to_spacing(torch.as_tensor(affine).double(), r=3)]
+
+
+class VolumeMetricsSaver(SegmentationMetricsSaver):
+    """Ignite handler: per-volume Dice, IoU and HD95 (mm) of an evaluator's output, written as ``metrics.json`` and
+    ``per_volume.csv`` (the spine bundle's ``evaluate.json``).
+
+    Each decollated output item holds ``pred``, the foreground probability ``(1, H, W, D)`` on the label's grid, and
+    ``label`` ``(1, H, W, D)``, whose affine gives the voxel spacing of HD95. ``metrics.json`` has, as
+    :class:`SegmentationMetricsSaver` writes it: for each of :data:`VOLUME_METRICS` the mean over volumes (undefined
+    values left out; ``null`` when undefined for every volume) followed by ``<metric>_ci95`` (bootstrap interval over
+    volumes, :func:`tools.metrics.bootstrap.summarise_with_ci`; ``null`` with fewer than 2 defined values), then
+    ``n_volumes``, ``ci_method``, ``hd95_unit`` (``"mm"``) and, when some inputs were skipped, ``skipped_images``.
+    ``per_volume.csv`` has one row a volume (``image`` = the image's file name).
+
+    Args:
+        output_dir: folder of the two files (created).
+        threshold: probability threshold (0.5).
+        pred_key, label_key: keys of the prediction and the label.
+        confidence, n_resamples, seed: of the bootstrap intervals (0.95, 10000, 0).
+    """
+
+    CSV_NAME = "per_volume.csv"
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        threshold: float = 0.5,
+        pred_key: str = CommonKeys.PRED,
+        label_key: str = CommonKeys.LABEL,
+        confidence: float = 0.95,
+        n_resamples: int = 10000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(output_dir, threshold, metrics_fn=partial(volume_metrics, threshold=threshold),
+                         pred_key=pred_key, label_key=label_key, confidence=confidence, n_resamples=n_resamples,
+                         seed=seed)
+        self.settings = {"hd95_unit": "mm"}
+
+    def iteration_completed(self, engine) -> None:
+        items: Sequence[dict] = engine.state.output
+        for item in items if isinstance(items, (list, tuple)) else [items]:
+            if SKIPPED_KEY in item:
+                self.skipped.extend(item[SKIPPED_KEY])
+                continue
+            label = item[self.label_key]
+            source = str(getattr(label, "meta", {}).get("filename_or_obj", f"item {len(self.rows)}"))
+            prob = _squeeze3d(item[self.pred_key], "prediction", source)
+            gt = _squeeze3d(label, "label", source)
+            if prob.shape != gt.shape:
+                raise ValueError(f"{source}: prediction {tuple(prob.shape)} and label {tuple(gt.shape)} differ in size.")
+            image = item.get(CommonKeys.IMAGE)
+            name = str(getattr(image, "meta", {}).get("filename_or_obj", source))
+            self.rows.append({"image": Path(name).name, **self.metrics_fn(prob, gt, _voxel_spacing(label))})
+
+    def summary(self) -> dict:
+        columns = {name: [r[name] for r in self.rows] for name in self.metric_names()}
+        out = summarise_with_ci(columns, "volumes", self.confidence, self.n_resamples, self.seed)
+        method = out.pop("ci_method")
+        out["n_volumes"] = len(self.rows)
+        out["ci_method"] = method
+        out.update(self.settings)
+        if self.skipped:
+            out["skipped_images"] = list(self.skipped)
+        return out
+
+    def completed(self, engine) -> None:
+        if not self.rows:
+            if self.skipped:
+                return
+            raise ValueError("the evaluator saw no volume: nothing to write.")
+        summary = self.summary()
+        atomic_write_text(self.output_dir / "metrics.json", _json_one_key_a_line(summary))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]))
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.output_dir / self.CSV_NAME, buffer.getvalue())
+        self.logger.info("metrics of %d volumes written to %s: %s", len(self.rows), self.output_dir / "metrics.json",
+                         ", ".join(self._format(name, summary) for name in self.metric_names()))
+
+

@@ -1,0 +1,233 @@
+"""Spine volumes (MRI and CT): reading and checking volumes and label maps, intensity normalisation, the training
+slice sampler, and the post-processing that writes the vertebra mask on the input's grid.
+
+The spine bundle trains a 2D network on sagittal slices of 3D volumes and segments whole volumes slice by slice with
+MONAI's ``SliceInferer`` (its ``configs/*.json`` build these chains by ``_target_``). Its label maps hold 0 and the
+vertebrae 1..5 (L1..L5); every label above 0 is foreground.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from monai.data import ITKReader, NibabelReader
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    Invertd,
+    MapTransform,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+    SqueezeDimd,
+)
+
+from tools.errors import InputError
+from tools.input_checks import check_label_map
+from tools.pipelines.masks import mask_saver
+from tools.transforms import CheckDicomSeriesd, CheckedLoadImaged, CheckHUd, CheckInputd
+
+__all__ = [
+    "MODALITIES",
+    "CheckLabelMapd",
+    "volume_intensity",
+    "spine_loading",
+    "slice_sampling",
+    "patch_sampling",
+    "LoadVolumed",
+    "spine_volume_preprocessing",
+    "spine_postprocessing",
+]
+
+MODALITIES = ("mri", "ct")
+
+
+class CheckLabelMapd(MapTransform):
+    """Refuse a label volume that is not integer labels ``0..max_label`` (:func:`tools.input_checks.check_label_map`).
+
+    Raises:
+        InputError: naming the file and the values found.
+    """
+
+    def __init__(self, keys, max_label: int, allow_missing_keys: bool = False) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(keys, allow_missing_keys)
+        self.max_label = int(max_label)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                check_label_map(torch.as_tensor(d[key]).detach().cpu().numpy(), self.max_label)
+            except InputError as e:
+                meta = getattr(d[key], "meta", {}) or {}
+                raise InputError(f"{meta.get('filename_or_obj', f'<{key}>')}: {e}") from None
+        return d
+
+
+class LoadVolumed(MapTransform):
+    """Read a volume whatever its form: a folder is a DICOM series (checked complete and evenly spaced by
+    :class:`CheckDicomSeriesd`, then read by MONAI's ``ITKReader``), a file is read by ``NibabelReader`` (NIfTI). Both
+    through :class:`CheckedLoadImaged`, so a read error names the file. The choice is made per item, so a folder
+    holding NIfTI files and DICOM series folders side by side is read item by item."""
+
+    def __init__(self, keys, allow_missing_keys: bool = False) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(keys, allow_missing_keys)
+        self.file_loaders = {k: CheckedLoadImaged(keys=k, reader=NibabelReader(), image_only=True) for k in self.keys}
+        self.series_loaders = {
+            k: Compose([CheckDicomSeriesd(keys=k), CheckedLoadImaged(keys=k, reader=ITKReader(), image_only=True)])
+            for k in self.keys
+        }
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            loaders = self.series_loaders if Path(str(d[key])).is_dir() else self.file_loaders
+            d = dict(loaders[key](d))
+        return d
+
+
+def volume_intensity(
+    modality: str = "mri",
+    percentiles: Sequence[float] = (0.5, 99.5),
+    hu_window: Sequence[float] = (-250.0, 1250.0),
+    key: str = "image",
+) -> MapTransform:
+    """The intensity normalisation to [0, 1] of a spine volume.
+
+    Args:
+        modality: ``"mri"``: MRI intensities have no absolute scale, so each volume's ``percentiles`` (of all its
+            voxels) are mapped to 0 and 1 (clipped; MONAI ``ScaleIntensityRangePercentilesd``). ``"ct"``: the bone
+            window ``hu_window`` (HU) is mapped to 0 and 1 (clipped; ``ScaleIntensityRanged``).
+        percentiles: ``(lower, upper)`` percentiles of the MRI normalisation.
+        hu_window: ``(low, high)`` HU of the CT normalisation.
+
+    Raises:
+        ValueError: for another modality.
+    """
+    if modality == "mri":
+        return ScaleIntensityRangePercentilesd(keys=key, lower=float(percentiles[0]), upper=float(percentiles[1]),
+                                               b_min=0.0, b_max=1.0, clip=True)
+    if modality == "ct":
+        return ScaleIntensityRanged(keys=key, a_min=float(hu_window[0]), a_max=float(hu_window[1]), b_min=0.0,
+                                    b_max=1.0, clip=True)
+    raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}.")
+
+
+def spine_loading(
+    max_label: int = 5,
+    allow_empty_label: bool = False,
+    percentiles: Sequence[float] = (0.5, 99.5),
+) -> list:
+    """Training and evaluation chain of an ``{"image", "label"}`` pair of MRI volumes: read (NiBabel), check, take the
+    vertebrae (every label above 0) as one foreground class, normalise the image.
+
+    Checks (each refusal an :class:`tools.errors.InputError` naming the file): both are 3D with one channel and the
+    same shape, finite, the label map holds integers ``0..max_label`` (:class:`CheckLabelMapd`) and, unless
+    ``allow_empty_label``, some vertebra.
+
+    Returns:
+        a list of transforms giving ``image`` ``(1, H, W, D)`` float32 in [0, 1] and ``label`` ``(1, H, W, D)`` 0/1.
+    """
+    keys = ["image", "label"]
+    return [
+        CheckedLoadImaged(keys=keys, reader=NibabelReader(), image_only=True),
+        EnsureChannelFirstd(keys=keys),
+        CheckInputd(keys=keys, spatial_dims=3, channels={"image": (1,), "label": (1,)}, label_keys="label",
+                    allow_empty_label=allow_empty_label, same_spatial_shape=True),
+        CheckLabelMapd(keys="label", max_label=max_label),
+        EnsureTyped(keys=keys, dtype=torch.float32),
+        AsDiscreted(keys="label", threshold=0.5),
+        volume_intensity("mri", percentiles),
+    ]
+
+
+def slice_sampling(slices_per_volume: int, positive: float = 1.0, negative: float = 1.0) -> list:
+    """Draw ``slices_per_volume`` whole slices along the last axis from each ``(1, H, W, D)`` volume, returned as 2D
+    items ``(1, H, W)``: MONAI's ``RandCropByPosNegLabeld`` with a crop of ``(H, W, 1)`` centred on a vertebra voxel
+    with probability ``positive / (positive + negative)`` (a slice through a vertebra), else on a background voxel
+    (any slice, in proportion to its background), then ``SqueezeDimd``. With a data loader batch of ``B`` volumes a
+    batch holds ``B * slices_per_volume`` slices."""
+    keys = ["image", "label"]
+    return [
+        RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=[-1, -1, 1], pos=positive, neg=negative,
+                               num_samples=int(slices_per_volume), allow_smaller=True),
+        SqueezeDimd(keys=keys, dim=3),
+    ]
+
+
+def patch_sampling(patch_size: Sequence[int], patches_per_volume: int, positive: float = 1.0,
+                   negative: float = 1.0) -> list:
+    """The 3D variant's sampler: ``patches_per_volume`` patches of ``patch_size`` from each volume, centred on a
+    vertebra voxel with probability ``positive / (positive + negative)`` (MONAI ``RandCropByPosNegLabeld``)."""
+    return [RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=list(patch_size),
+                                   pos=positive, neg=negative, num_samples=int(patches_per_volume),
+                                   allow_smaller=True)]
+
+
+def spine_volume_preprocessing(
+    modality: str = "mri",
+    axcodes: str | None = None,
+    pixdim: Sequence[float] | None = None,
+    percentiles: Sequence[float] = (0.5, 99.5),
+    hu_window: Sequence[float] = (-250.0, 1250.0),
+    device: torch.device | str = "cpu",
+) -> Compose:
+    """Inference chain of a spine volume (a NIfTI file or a DICOM series folder, :class:`LoadVolumed`): read,
+    check, (orient, resample), normalise.
+
+    Args:
+        modality: ``"mri"`` (percentile normalisation) or ``"ct"`` (values checked to be HU, :class:`CheckHUd`;
+            bone window); :func:`volume_intensity`.
+        axcodes: orientation (MONAI ``Orientationd``) putting the training volumes' voxel axes on the input:
+            ``"IPL"`` for the MyoSegmenTUM MRIs (rows superior->inferior, columns anterior->posterior, sagittal slices
+            along the last axis). ``None`` keeps the voxel order: the training MRIs carry an identity affine that does
+            not describe their anatomy, so an MRI stored like them must not be reoriented by its header.
+        pixdim: resample to this voxel size in mm (MONAI ``Spacingd``, bilinear; the training MRIs are 1 mm
+            isotropic), or ``None`` to keep the input's grid.
+        percentiles, hu_window: of :func:`volume_intensity`.
+        device: where the volume is processed (CUDA when present).
+
+    Returns:
+        ``Compose`` giving ``image`` ``(1, H, W, D)`` in [0, 1]; invertible (``Invertd``) back to the input's exact
+        shape and affine.
+
+    Checks (each refusal an :class:`tools.errors.InputError` naming the file): a readable, complete file or series,
+    3D with one channel (not a 2D image, not a 4D series), finite values, and HU for CT.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}.")
+    out = [
+        LoadVolumed(keys="image"),
+        EnsureChannelFirstd(keys="image"),
+        CheckInputd(keys="image", spatial_dims=3, channels={"image": (1,)}),
+        *([CheckHUd(keys="image")] if modality == "ct" else []),
+        EnsureTyped(keys="image", dtype=torch.float32, device=device),
+    ]
+    if axcodes:
+        out.append(Orientationd(keys="image", axcodes=axcodes))
+    if pixdim is not None:
+        out.append(Spacingd(keys="image", pixdim=[float(p) for p in pixdim], mode="bilinear"))
+    out.append(volume_intensity(modality, percentiles, hu_window))
+    return Compose(out)
+
+
+def spine_postprocessing(preprocessing: Compose, output_dir: str, threshold: float = 0.5,
+                         overwrite: bool = False) -> Compose:
+    """Vertebra logits ``pred`` -> sigmoid -> back to the input's grid (``Invertd``: resampling and orientation,
+    bilinear on probabilities) -> ``>= threshold`` -> NIfTI mask (uint8 0/1, the input's shape and affine)
+    written by :func:`tools.pipelines.mask_saver` as ``<output_dir>/<input name>_mask.nii.gz``."""
+    return Compose([
+        Activationsd(keys="pred", sigmoid=True),
+        Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True,
+                device="cpu"),
+        AsDiscreted(keys="pred", threshold=threshold),
+        mask_saver(output_dir, volume=True, overwrite=overwrite),
+    ])
+
