@@ -1,0 +1,33 @@
+"""Training recipes (``configs/recipes/*.json``) merge over a bundle's train.json and give aligned, binary pairs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from conftest import BUNDLES
+
+RECIPES = sorted(BUNDLES.glob("*/configs/recipes/*.json"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parents[2].name}/{p.name}")
+def test_recipe_preprocessing_keeps_image_and_mask_aligned(recipe):
+    bundle = recipe.parents[2]
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "train.json"), str(recipe)])
+    parser.update({"bundle_root": str(bundle), "dataset_dir": str(bundle / "sample_data" / "dataset")})
+    preprocessing = parser.get_parsed_content("train#preprocessing")
+    item = parser.get_parsed_content("datalist")[0]
+    size = list(parser.get_parsed_content("spatial_size"))
+    torch.manual_seed(0)
+    for seed in range(4):  # several random draws: every transform's branch gets a chance to run
+        preprocessing.set_random_state(seed)
+        out = preprocessing(dict(item))
+        assert list(out["image"].shape) == [3, *size] and list(out["label"].shape) == [1, *size]
+        assert torch.isfinite(torch.as_tensor(out["image"])).all()
+        assert set(torch.unique(torch.as_tensor(out["label"])).tolist()) <= {0.0, 1.0}
+
+
+def test_the_polyp_bundle_has_the_generalising_recipe():
+    assert any(p.name == "generalising.json" and "polyp" in str(p) for p in RECIPES)
