@@ -75,3 +75,20 @@ def test_load_networks_reads_state_dicts_and_checkpoints_into_eval_mode(tmp_path
             torch.testing.assert_close(pa, pb)
     with pytest.raises(ValueError, match="one checkpoint per network"):
         load_networks(fresh, [tmp_path / "a.pt"])
+
+
+def test_evaluator_applies_extra_postprocessing_after_the_combination():
+    from monai.transforms import MaskIntensityd
+
+    networks = nets(2)
+    images = [torch.rand(3, 8, 8) for _ in range(2)]
+    fov = torch.zeros(1, 8, 8)
+    fov[:, 2:6, 2:6] = 1
+    loader = DataLoader(Dataset([{"image": im, "label": torch.zeros(1, 8, 8), "fov": fov} for im in images]),
+                        batch_size=2)
+    evaluator = ensemble_evaluator("cpu", loader, networks, mode="mean",
+                                   postprocessing=[MaskIntensityd(keys="pred", mask_key="fov")])
+    evaluator.run()
+    for item in evaluator.state.output:
+        pred = item["pred"].as_tensor()
+        assert (pred[fov == 0] == 0).all() and (pred[fov == 1] > 0).all()  # masked outside, probabilities inside

@@ -121,21 +121,26 @@ def ensemble_evaluator(
     additional_metrics: dict | None = None,
     val_handlers: Sequence | None = None,
     output_key: str = "pred",
+    postprocessing: Sequence | None = None,
 ) -> EnsembleEvaluator:
     """MONAI ``EnsembleEvaluator`` of ``networks`` whose postprocessing is :func:`ensemble_postprocessing`.
 
     Each network's logits go to ``"pred_0"``, ``"pred_1"``, ... (MONAI's keys), the combination to ``output_key``.
     ``threshold`` defaults to ``None`` here (mean probabilities kept: the bundles' metric savers threshold
-    themselves); ``mode="vote"`` needs one.
+    themselves); ``mode="vote"`` needs one. ``postprocessing``: further transforms applied to the combined map
+    (e.g. the DRIVE bundle's field-of-view masking), in order, after the combination.
     """
     pred_keys = [f"pred_{i}" for i in range(len(networks))]
+    combine = ensemble_postprocessing(pred_keys, mode, weights, output_key, threshold)
+    if postprocessing:
+        combine = Compose([*combine.transforms, *postprocessing])
     return EnsembleEvaluator(
         device=torch.device(device),
         val_data_loader=val_data_loader,
         networks=networks,
         pred_keys=pred_keys,
         inferer=inferer,
-        postprocessing=ensemble_postprocessing(pred_keys, mode, weights, output_key, threshold),
+        postprocessing=combine,
         key_val_metric=key_val_metric,
         additional_metrics=additional_metrics,
         val_handlers=val_handlers,
