@@ -57,10 +57,12 @@ def test_a_new_rgb_bundle_is_one_small_overlay(tmp_path):
             "dataset_dir": "$@data_root + '/new_dataset'",
             "datalist": "$tools.data.paired_datalist(@dataset_dir)",
             "make_split": "$lambda: tools.data.split_datalist(@datalist, n_val=1, seed=@split_seed)",
+            "spatial_size": [256, 256],
             "intensity_mean": [0.5, 0.5, 0.5],
             "intensity_std": [0.25, 0.25, 0.25],
         },
-        "inference.json": {"intensity_mean": [0.5, 0.5, 0.5], "intensity_std": [0.25, 0.25, 0.25]},
+        "inference.json": {"spatial_size": [256, 256], "intensity_mean": [0.5, 0.5, 0.5],
+                           "intensity_std": [0.25, 0.25, 0.25]},
     }
     configs = tmp_path / "new_rgb_bundle" / "configs"
     configs.mkdir(parents=True)
@@ -76,7 +78,7 @@ def test_a_new_rgb_bundle_is_one_small_overlay(tmp_path):
 
 
 def test_a_placeholder_the_overlay_leaves_unset_is_refused():
-    with pytest.raises(RenderError, match=r"new/inference.json: intensity_mean, intensity_std left '<per-bundle>'"):
+    with pytest.raises(RenderError, match=r"new/inference.json: spatial_size, intensity_mean, intensity_std left '<per-bundle>'"):
         render_overlay({"family": "rgb_2d", "train.json": {}}, name="new")
 
 
