@@ -164,6 +164,10 @@ class SegmentationMetricsSaver:
             naming the image; at construction for an unknown ``infnet_emeasure_op`` or invalid bootstrap settings.
     """
 
+    CASES = "images"
+    """What one row is, plural: names ``n_<CASES>``, ``per_<case>.csv`` and the bootstrap unit (``"volumes"`` in
+    :class:`tools.metrics.volumes.VolumeMetricsSaver`)."""
+
     def __init__(
         self,
         output_dir: str | Path,
@@ -216,13 +220,19 @@ class SegmentationMetricsSaver:
                 continue
             label = item[self.label_key]
             source = str(getattr(label, "meta", {}).get("filename_or_obj", f"item {len(self.rows)}"))
-            prob = _squeeze2d(item[self.pred_key], "prediction", source)
-            gt = _squeeze2d(label, "label", source)
-            if prob.shape != gt.shape:
-                raise ValueError(f"{source}: prediction {prob.shape} and label {gt.shape} differ in size.")
+            metrics = self.case_metrics(item, source)
             image = item.get(CommonKeys.IMAGE)  # the row names the image, not its mask (e.g. Imgs/1.jpg, not GT/1.png)
             name = str(getattr(image, "meta", {}).get("filename_or_obj", source))
-            self.rows.append({"image": Path(name).name, **self.metrics_fn(prob, gt > 0)})
+            self.rows.append({"image": Path(name).name, **metrics})
+
+    def case_metrics(self, item: dict, source: str) -> dict[str, float]:
+        """The metrics of one decollated output item (``source`` names its file in errors): here a 2D probability map
+        against its mask; subclasses for other cases (volumes, FOV-masked images) override this alone."""
+        prob = _squeeze2d(item[self.pred_key], "prediction", source)
+        gt = _squeeze2d(item[self.label_key], "label", source)
+        if prob.shape != gt.shape:
+            raise ValueError(f"{source}: prediction {prob.shape} and label {gt.shape} differ in size.")
+        return self.metrics_fn(prob, gt > 0)
 
     def metric_names(self) -> list[str]:
         """The metric columns of the images seen so far (the CSV columns without ``image``)."""
@@ -231,9 +241,9 @@ class SegmentationMetricsSaver:
     def summary(self) -> dict:
         """The content of ``metrics.json`` for the images seen so far (see the class docstring)."""
         columns = {name: [r[name] for r in self.rows] for name in self.metric_names()}
-        out = summarise_with_ci(columns, "images", self.confidence, self.n_resamples, self.seed)
+        out = summarise_with_ci(columns, self.CASES, self.confidence, self.n_resamples, self.seed)
         method = out.pop("ci_method")
-        out["n_images"] = len(self.rows)
+        out[f"n_{self.CASES}"] = len(self.rows)
         out["ci_method"] = method
         out.update(self.settings)
         if self.skipped:
@@ -244,17 +254,18 @@ class SegmentationMetricsSaver:
         if not self.rows:
             if self.skipped:  # every image failed: the run reports them (tools.runner.run_evaluation)
                 return
-            raise ValueError("the evaluator saw no image: nothing to write.")
+            raise ValueError(f"the evaluator saw no {self.CASES[:-1]}: nothing to write.")
         summary = self.summary()
         atomic_write_text(self.output_dir / "metrics.json", _json_one_key_a_line(summary))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]))
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write_text(self.output_dir / "per_image.csv", buffer.getvalue())
+        atomic_write_text(self.output_dir / f"per_{self.CASES[:-1]}.csv", buffer.getvalue())
         self.logger.info(
-            "metrics of %d images written to %s: %s",
+            "metrics of %d %s written to %s: %s",
             len(self.rows),
+            self.CASES,
             self.output_dir / "metrics.json",
             ", ".join(self._format(name, summary) for name in self.metric_names()),
         )

@@ -31,7 +31,6 @@ from monai.utils import CommonKeys
 from scipy.stats import rankdata
 
 from tools.evaluation import SegmentationMetricsSaver
-from tools.runner import SKIPPED_KEY
 
 __all__ = ["VESSEL_METRICS", "roc_auc", "confusion_counts", "vessel_metrics", "pooled_vessel_metrics",
            "VesselMetricsSaver"]
@@ -170,27 +169,21 @@ class VesselMetricsSaver(SegmentationMetricsSaver):
         super().attach(engine)
         engine.add_event_handler(Events.STARTED, lambda e: self.pooled.clear())
 
-    def iteration_completed(self, engine) -> None:
-        items = engine.state.output
-        for item in items if isinstance(items, (list, tuple)) else [items]:
-            if SKIPPED_KEY in item:
-                self.skipped.extend(item[SKIPPED_KEY])
-                continue
-            image = item.get(CommonKeys.IMAGE)
-            label = item[self.label_key]
-            source = str(getattr(image if image is not None else label, "meta", {}).get("filename_or_obj",
-                                                                                         f"item {len(self.rows)}"))
-            if self.fov_key not in item:
-                raise ValueError(f"{source}: the evaluator's output has no FOV mask '{self.fov_key}'.")
-            prob = _one_channel(item[self.pred_key], "prediction", source)
-            gt = _one_channel(label, "label", source) > 0
-            fov = _one_channel(item[self.fov_key], "FOV mask", source) > 0
-            if not prob.shape == gt.shape == fov.shape:
-                raise ValueError(f"{source}: prediction {prob.shape}, label {gt.shape} and FOV mask {fov.shape} "
-                                 "differ in size.")
-            self.rows.append({"image": source.replace("\\", "/").rsplit("/", 1)[-1],
-                              **vessel_metrics(prob, gt, fov, self.threshold)})
-            self.pooled.append((prob[fov].astype(np.float32), gt[fov]))
+    def case_metrics(self, item: dict, source: str) -> dict[str, float]:
+        """The FOV-masked metrics of one image (errors name the image, not its vessel mask); its FOV pixels are kept
+        for the pooled metrics."""
+        image = item.get(CommonKeys.IMAGE)
+        source = str(getattr(image, "meta", {}).get("filename_or_obj", source)) if image is not None else source
+        if self.fov_key not in item:
+            raise ValueError(f"{source}: the evaluator's output has no FOV mask '{self.fov_key}'.")
+        prob = _one_channel(item[self.pred_key], "prediction", source)
+        gt = _one_channel(item[self.label_key], "label", source) > 0
+        fov = _one_channel(item[self.fov_key], "FOV mask", source) > 0
+        if not prob.shape == gt.shape == fov.shape:
+            raise ValueError(f"{source}: prediction {prob.shape}, label {gt.shape} and FOV mask {fov.shape} "
+                             "differ in size.")
+        self.pooled.append((prob[fov].astype(np.float32), gt[fov]))
+        return vessel_metrics(prob, gt, fov, self.threshold)
 
     def summary(self) -> dict:
         out = super().summary()

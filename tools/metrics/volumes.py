@@ -8,8 +8,6 @@ surface distance metric, MONAI's ``compute_hausdorff_distance``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 from collections.abc import Sequence
@@ -20,10 +18,7 @@ import numpy as np
 import torch
 from monai.utils import CommonKeys
 
-from tools.evaluation import SegmentationMetricsSaver, _json_one_key_a_line, binary_metrics
-from tools.io import atomic_write_text
-from tools.metrics.bootstrap import summarise_with_ci
-from tools.runner import SKIPPED_KEY
+from tools.evaluation import SegmentationMetricsSaver, binary_metrics
 
 __all__ = ["VOLUME_METRICS", "volume_metrics", "VolumeMetricsSaver"]
 
@@ -114,7 +109,7 @@ class VolumeMetricsSaver(SegmentationMetricsSaver):
         confidence, n_resamples, seed: of the bootstrap intervals (0.95, 10000, 0).
     """
 
-    CSV_NAME = "per_volume.csv"
+    CASES = "volumes"
 
     def __init__(
         self,
@@ -131,46 +126,11 @@ class VolumeMetricsSaver(SegmentationMetricsSaver):
                          seed=seed)
         self.settings = {"hd95_unit": "mm"}
 
-    def iteration_completed(self, engine) -> None:
-        items: Sequence[dict] = engine.state.output
-        for item in items if isinstance(items, (list, tuple)) else [items]:
-            if SKIPPED_KEY in item:
-                self.skipped.extend(item[SKIPPED_KEY])
-                continue
-            label = item[self.label_key]
-            source = str(getattr(label, "meta", {}).get("filename_or_obj", f"item {len(self.rows)}"))
-            prob = _squeeze3d(item[self.pred_key], "prediction", source)
-            gt = _squeeze3d(label, "label", source)
-            if prob.shape != gt.shape:
-                raise ValueError(f"{source}: prediction {tuple(prob.shape)} and label {tuple(gt.shape)} differ in size.")
-            image = item.get(CommonKeys.IMAGE)
-            name = str(getattr(image, "meta", {}).get("filename_or_obj", source))
-            self.rows.append({"image": Path(name).name, **self.metrics_fn(prob, gt, _voxel_spacing(label))})
-
-    def summary(self) -> dict:
-        columns = {name: [r[name] for r in self.rows] for name in self.metric_names()}
-        out = summarise_with_ci(columns, "volumes", self.confidence, self.n_resamples, self.seed)
-        method = out.pop("ci_method")
-        out["n_volumes"] = len(self.rows)
-        out["ci_method"] = method
-        out.update(self.settings)
-        if self.skipped:
-            out["skipped_images"] = list(self.skipped)
-        return out
-
-    def completed(self, engine) -> None:
-        if not self.rows:
-            if self.skipped:
-                return
-            raise ValueError("the evaluator saw no volume: nothing to write.")
-        summary = self.summary()
-        atomic_write_text(self.output_dir / "metrics.json", _json_one_key_a_line(summary))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]))
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.output_dir / self.CSV_NAME, buffer.getvalue())
-        self.logger.info("metrics of %d volumes written to %s: %s", len(self.rows), self.output_dir / "metrics.json",
-                         ", ".join(self._format(name, summary) for name in self.metric_names()))
-
-
+    def case_metrics(self, item: dict, source: str) -> dict[str, float]:
+        """Dice, IoU and HD95 of one volume, the spacing read from the label's affine."""
+        label = item[self.label_key]
+        prob = _squeeze3d(item[self.pred_key], "prediction", source)
+        gt = _squeeze3d(label, "label", source)
+        if prob.shape != gt.shape:
+            raise ValueError(f"{source}: prediction {tuple(prob.shape)} and label {tuple(gt.shape)} differ in size.")
+        return self.metrics_fn(prob, gt, _voxel_spacing(label))
