@@ -109,7 +109,8 @@ def _rows(result: Mapping, grid: Mapping) -> list[dict]:
                 continue
             interval = metrics.get(f"{name}_ci95") or [None, None]
             row.update({name: metrics[name], f"{name}_ci95_low": interval[0], f"{name}_ci95_high": interval[1]})
-        row["n_images"] = metrics.get("n_images")
+        cases = "volumes" if "n_volumes" in metrics else "images"  # the evaluation's unit (tools.metrics.volumes)
+        row[f"n_{cases}"] = metrics.get(f"n_{cases}")
         rows.append(row)
     return rows
 

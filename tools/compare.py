@@ -349,12 +349,13 @@ def compare_variants(
         "table": table,
     }
     atomic_write_text(out_root / "comparison.json", json.dumps(result, indent=2) + "\n")
-    n_images = "/".join(str(n) for n in sorted({str(r["metrics"].get("n_images")) for r in records}))
+    cases = next((c for c in ("images", "volumes") if any(f"n_{c}" in r["metrics"] for r in records)), "images")
+    n_cases = "/".join(str(n) for n in sorted({str(r["metrics"].get(f"n_{cases}")) for r in records}))
     header = (
         f"# {bundle.name}: network variants on the validation split\n\n"
         "Every variant is trained the same way by configs/train.json (+ configs/baselines/<variant>.json) and its best "
-        f"validation checkpoint is evaluated by configs/evaluate.json on the validation split ({n_images} images; "
-        "means over images; dice is the F1 score of the binary masks).\n"
+        f"validation checkpoint is evaluated by configs/evaluate.json on the validation split ({n_cases} {cases}; "
+        f"means over {cases}; dice is the F1 score of the binary masks).\n"
         f"Settings: max_epochs {_fmt(result['settings']['max_epochs'])}, dataset_dir "
         f"{result['settings']['dataset_dir'] or 'the bundle default'}, overrides {json.dumps(extra)}.\n\n"
     )
