@@ -10,6 +10,8 @@ Commands:
                                   offline checks of a bundle (exit 1 with a message on the first failure)
     export BUNDLE_DIR [--filepath F]
                                   TorchScript export of models/model.pt through MONAI's ckpt_export
+    pack BUNDLE_DIR --output_dir DIR [--overwrite false]
+                                  write DIR/<bundle>/, a self-contained copy in the model zoo's layout (scripts/)
     benchmark BUNDLE_DIR INPUT [--output_json F] [--repeats N]
                                   time the bundle's inference on INPUT, write the results file
     benchmark BUNDLE_DIR --mode train [--output_json F] [--steps N] [--rounds N] [--compile]
@@ -46,7 +48,8 @@ def verify(bundle_dir: str, dataset_dir: str | None = None) -> str:
         required files: the model-zoo layout's files are present (configs, docs, licences, models/model.pt).
         metadata schema and changelog: metadata.json matches MONAI's schema; its version has a changelog entry.
         configs parse: every config parses (overlays merged on top of train.json).
-        configs stay inside the bundle: no config string reaches outside the bundle's folder ('../').
+        configs stay inside the bundle: no config string reaches outside the bundle's folder ('../', an absolute
+            path, a sibling bundle's name).
         workflow properties: the train and infer workflows have MONAI's required properties.
         network input/output: network_def maps metadata.json's input to its output (channels, dtype, size).
         TorchScript round trip: the exported models/model.pt gives the eager network's output.
@@ -83,6 +86,35 @@ def export(bundle_dir: str, filepath: str | None = None) -> str:
     from tools.export import export_torchscript
 
     return str(export_torchscript(bundle_dir, filepath))
+
+
+def pack(bundle_dir: str, output_dir: str, overwrite: bool | str = False) -> str:
+    """Write OUTPUT_DIR/<bundle>/, a self-contained copy of the bundle in the model zoo's layout; print a summary.
+
+    The copy runs without this project installed: the modules of tools and custom_networks that its configs use
+    (and what they import) are copied into its scripts/ package and the configs point there; metadata.json lists
+    every package it needs with its version (no seg-bundles); the weights (models/*.pt), docs, sample data and
+    LICENSE come along; every JSON file is formatted as the zoo's pre-commit wants it. The folder appears whole or
+    not at all. Exits 1 with a message on an existing destination (without --overwrite true) or a bundle that cannot
+    be packed.
+
+    Args:
+        bundle_dir: the bundle folder (e.g. bundles/covid19_lesion_ct_rcbunetpp_segmentation).
+        output_dir: the folder to write the packed bundle into (created if absent), e.g. a model-zoo clone's models/.
+        overwrite: replace an existing OUTPUT_DIR/<bundle folder name>/ (true or false).
+    """
+    from tools.pack import PackError, pack_bundle
+
+    flag = {"true": True, "false": False}.get(overwrite.lower()) if isinstance(overwrite, str) else bool(overwrite)
+    if flag is None:
+        print(f"FAILED: --overwrite must be true or false, got {overwrite!r}.", file=sys.stderr)
+        sys.exit(2)
+    try:
+        summary = pack_bundle(bundle_dir, output_dir, overwrite=flag)
+    except (PackError, OSError) as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    return json.dumps(summary, indent=2)
 
 
 def hu_window(image_dir: str, lung_hu: float = -850.0, tissue_hu: float = 40.0) -> str:
@@ -362,6 +394,7 @@ def render_configs(check: bool = False) -> str:
 COMMANDS = {
     "verify": verify,
     "export": export,
+    "pack": pack,
     "benchmark": benchmark,
     "compare": compare,
     "benchmark_variants": benchmark_variants,

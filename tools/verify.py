@@ -8,11 +8,14 @@ temporary file.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
@@ -47,7 +50,8 @@ CHECKS: tuple[tuple[str, str], ...] = (
     ("required files", "the model-zoo layout's files are present (configs, docs, licences, models/model.pt)"),
     ("metadata schema and changelog", "metadata.json matches MONAI's schema; its version has a changelog entry"),
     ("configs parse", "every config parses (overlays merged on top of train.json)"),
-    ("configs stay inside the bundle", "no config string reaches outside the bundle's folder ('../')"),
+    ("configs stay inside the bundle", "no config string reaches outside the bundle's folder ('../', an absolute path, "
+     "a sibling bundle's name)"),
     ("workflow properties", "the train and infer workflows have MONAI's required properties"),
     ("network input/output", "network_def maps metadata.json's input to its output (channels, dtype, size)"),
     ("TorchScript round trip", "the exported models/model.pt gives the eager network's output"),
@@ -104,6 +108,9 @@ def check_configs_parse(bundle: Path) -> None:
 
 
 _PARENT_DIR = re.compile(r"(?:^|[/\\'\"\s])\.\.(?:[/\\'\"]|$)")  # a ".." path component
+# a string that is an absolute path, or an expression that starts with one: "/data/x", "$'/data/x' + ...", "C:\\x"
+_ABSOLUTE = re.compile(r"""^(?:\$\s*[rRuU]?['"])?(?:/(?![/*])|[A-Za-z]:[/\\]|\\\\)""")
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def _strings(value: object, where: str = "") -> list[tuple[str, str]]:
@@ -119,10 +126,40 @@ def _strings(value: object, where: str = "") -> list[tuple[str, str]]:
     return [found for k, v in items for found in _strings(v, f"{where}#{k}" if where else str(k))]
 
 
+def _sibling_bundles(bundle: Path) -> set[str]:
+    """The names of the other bundles a config could reach into: the folders beside ``bundle`` that hold a
+    ``configs/`` folder, and this repository's bundles (a packed copy lives elsewhere)."""
+    names = set()
+    for folder in {bundle.parent, REPOSITORY / "bundles"}:
+        if folder.is_dir():
+            names |= {p.name for p in folder.iterdir() if p.is_dir() and (p / "configs").is_dir()}
+    return names - {bundle.name}
+
+
+def _reaches_outside(text: str, siblings: set[str], sibling_pattern: re.Pattern | None) -> str | None:
+    """Why a config string reaches outside its bundle, or None."""
+    if _PARENT_DIR.search(text):
+        return "'..'"
+    if _ABSOLUTE.match(text.strip()):
+        return "an absolute path"
+    if str(REPOSITORY) in text:
+        return "a path into the repository"
+    if sibling_pattern is not None:
+        m = sibling_pattern.search(text)
+        if m:
+            return f"the sibling bundle {m.group(0)}"
+    return None
+
+
 def check_config_paths(bundle: Path) -> None:
-    """No config (``configs/**/*.json`` but ``metadata.json``) holds a string with a ``..`` path component: a bundle
-    is published alone, so a path into a sibling bundle (``$@bundle_root + '/../other/sample_data'``) breaks a
-    copied-alone bundle."""
+    """No config (``configs/**/*.json`` but ``metadata.json``) holds a string that reaches outside the bundle's
+    folder: a ``..`` path component, an absolute path (the string, or the expression it starts), this repository's
+    absolute path, or the name of a sibling bundle (a folder beside it with ``configs/``, or a bundle of this
+    repository). A bundle is published alone, so a path into a sibling bundle
+    (``$@bundle_root + '/../other/sample_data'``) or into the machine it was made on breaks a copied-alone bundle."""
+    siblings = _sibling_bundles(bundle)
+    sibling_pattern = (re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, sorted(siblings, key=len, reverse=True)))
+                                  + r")(?![\w-])") if siblings else None)
     found = []
     for path in sorted((bundle / "configs").rglob("*.json")):
         if path.name == "metadata.json":
@@ -131,19 +168,20 @@ def check_config_paths(bundle: Path) -> None:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise BundleCheckError(f"{path}: not valid JSON: {e}.") from e
-        found += [f"{path.relative_to(bundle)}: {where}: {text!r}" for where, text in _strings(config)
-                  if _PARENT_DIR.search(text)]
+        for where, text in _strings(config):
+            why = _reaches_outside(text, siblings, sibling_pattern)
+            if why:
+                found.append(f"{path.relative_to(bundle)}: {where}: {text!r} ({why})")
     if found:
         raise BundleCheckError(
-            f"{bundle}: configs reach outside the bundle's folder ('..'); a bundle must stand alone: "
-            + "; ".join(found) + "."
+            f"{bundle}: configs reach outside the bundle's folder; a bundle must stand alone: " + "; ".join(found) + "."
         )
 
 
 def verify_dataset_dir(bundle: Path) -> Path:
     """The data the train workflow's properties are checked with: the ``verify_dataset_dir`` id of the bundle's
-    ``train.json`` when it has one (evaluated with ``bundle_root`` set to ``bundle``; lets a bundle reuse another
-    bundle's sample data), else ``<bundle>/sample_data/dataset``.
+    ``train.json`` when it has one (evaluated with ``bundle_root`` set to ``bundle``; like every config path it must
+    stay inside the bundle), else ``<bundle>/sample_data/dataset``.
 
     Raises:
         BundleCheckError: if ``verify_dataset_dir`` names something that is not a folder.
@@ -255,6 +293,32 @@ def verify_bundle(
     bundle = Path(bundle_dir).resolve()
     if not bundle.is_dir():
         raise BundleCheckError(f"{bundle} is not a folder.")
+    with _bundle_code_importable(bundle):
+        return _verify(bundle, dataset_dir, on_pass)
+
+
+@contextmanager
+def _bundle_code_importable(bundle: Path) -> Iterator[None]:
+    """The bundle's own ``scripts`` package importable while the checks run, as ``python -m monai.bundle run`` makes it
+    (the bundle folder on ``sys.path``; a packed bundle's configs say ``$import scripts``); another bundle's
+    ``scripts`` already imported in this process is set aside meanwhile, and put back after."""
+    def own(name: str) -> bool:
+        return name == "scripts" or name.startswith("scripts.")
+
+    saved = {name: sys.modules.pop(name) for name in [n for n in sys.modules if own(n)]}
+    sys.path.insert(0, str(bundle))
+    try:
+        yield
+    finally:
+        for name in [n for n in sys.modules if own(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        if str(bundle) in sys.path:
+            sys.path.remove(str(bundle))
+        importlib.invalidate_caches()
+
+
+def _verify(bundle: Path, dataset_dir: str | Path | None, on_pass: Callable[[str], object] | None) -> list[str]:
     meta: dict = {}
     steps: dict[str, Callable[[], object]] = {
         "required files": lambda: check_files(bundle),
