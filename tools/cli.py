@@ -34,6 +34,8 @@ Commands:
     mesh MASK --output F.stl [--png F.png] [--label N]
                                   surface of a NIfTI mask as STL in world coordinates (mm)
     render_configs [--check]      write each bundle's shared configs from tools/bundle_templates/ (--check: only compare)
+    serve --studies DIR [--host 127.0.0.1] [--port 8000] [--bundles a,b] [--app_dir DIR]
+                                  MONAI Label's server, offline, with the bundles (needs the [monailabel] extra)
 """
 
 import json
@@ -390,6 +392,36 @@ def render_configs(check: bool = False) -> str:
     return "wrote " + ", ".join(names) if names else "every rendered config was up to date"
 
 
+def serve(studies: str, host: str = "127.0.0.1", port: int = 8000, bundles: str | None = None,
+          app_dir: str = "monailabel_app", skip_trainers: bool = False) -> None:
+    """Start MONAI Label's server, offline, serving the bundles for inference and training (blocks until stopped).
+
+    Needs the extra: pip install -e ".[monailabel]". Every bundle is a MONAI Label model named after its folder
+    (a bundle with configs/inference_ct.json adds <name>_ct, its CT configuration); 2D inputs give PNG label maps
+    of the input's size, volumes (NIfTI, NRRD, MetaImage, DICOM series) NIfTI label maps with the input's affine,
+    labels 0 = background and 1 = the class (metadata.json's channel_def). The bundles are served from copies in
+    APP_DIR/bundles/ (the repository's are never written); POST /train/<model> trains into
+    APP_DIR/runs/<model>/<time>/ and promotes the run's best validation model to the served copy's
+    models/model.pt, which the next inference uses. No model-zoo download, no SAM 2 model: nothing leaves the machine.
+
+    Args:
+        studies: the studies folder (images; MONAI Label keeps labels in STUDIES/labels/final/); created if absent.
+        host: the address to listen on (127.0.0.1: this machine only).
+        port: the port.
+        bundles: comma-separated bundle folders or names under bundles/ (default: every bundle of the repository).
+        app_dir: the app folder MONAI Label runs from (written if absent; holds the served copies of the bundles,
+            MONAI Label's logs and the training runs).
+        skip_trainers: serve inference only.
+    """
+    from tools.serve import serve as serve_bundles
+
+    try:
+        serve_bundles(studies, host=host, port=port, bundles=bundles, app_dir=app_dir, skip_trainers=skip_trainers)
+    except (ImportError, FileNotFoundError) as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 # in the order `python -m tools --help` lists them
 COMMANDS = {
     "verify": verify,
@@ -405,4 +437,5 @@ COMMANDS = {
     "hu_window": hu_window,
     "mesh": mesh,
     "render_configs": render_configs,
+    "serve": serve,
 }
