@@ -115,6 +115,11 @@ def _rows(result: Mapping, grid: Mapping) -> list[dict]:
     return rows
 
 
+def _cases(rows) -> str:
+    """The evaluation's unit of the rows: ``"volumes"`` (the spine bundle's volume metrics) or ``"images"``."""
+    return "volumes" if any("n_volumes" in r for r in rows) else "images"
+
+
 def _num(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -160,7 +165,7 @@ def plot_benchmark(rows: Sequence[Mapping], title: str = "") -> bytes:
             ax.annotate(r["variant"], (r[key], y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("validation Dice (F1), mean over images, 95% CI")
+    axes[0].set_ylabel(f"validation Dice (F1), mean over {_cases(rows)}, 95% CI")
     fig.suptitle(title or "variants: validation Dice vs cost")
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -227,7 +232,7 @@ def benchmark_variants(
         + (f"{spec['description']}\n\n" if spec["description"] else "")
         + "Every variant is trained by configs/train.json plus its overlay (overlays/<variant>.json) with the same "
         "data, split, seed and schedule, and its best validation checkpoint is evaluated by configs/evaluate.json on "
-        "the validation split (means over images, 95% percentile-bootstrap intervals over images).\n"
+        f"the validation split (means over {_cases(rows)}, 95% percentile-bootstrap intervals over {_cases(rows)}).\n"
         f"Settings: max_epochs {settings['max_epochs'] if settings['max_epochs'] is not None else 'from the configs'}, "
         f"dataset_dir {settings['dataset_dir'] or 'the bundle default'}, overrides {json.dumps(common)}.\n\n"
     )
