@@ -116,14 +116,10 @@ class SegBundleInferTask(BundleInferTask):
                          **kwargs)
         if dimension is not None:
             self.dimension = int(dimension)
-        if self.is_valid():
-            # The network emits one logit channel; its thresholded mask is a label map with the class at 1
-            # (metadata.json's channel_def: {"0": "background", "1": name}).
-            self.labels = {k: v for k, v in self.labels.items() if v != 0}
 
     def _load_bundle_config(self, path, config):
-        parser = super()._load_bundle_config(path, [os.path.join(path, "configs", c) for c in self._configs])
-        return parser
+        # MONAI Label reads configs/inference.json alone; ours may merge a second configuration over it
+        return super()._load_bundle_config(path, [os.path.join(path, "configs", c) for c in self._configs])
 
     def __call__(self, request, callbacks=None):
         image = request.get("image")
