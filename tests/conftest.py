@@ -27,6 +27,7 @@ END_TO_END_MODULES = frozenset({
     "test_verify",
     "test_benchmark",
     "test_runner",
+    "test_crossval",
 })
 END_TO_END_TESTS = frozenset({
     "tests/test_training.py::test_training_benchmark_writes_baseline_default_and_matmul_peaks",

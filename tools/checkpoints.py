@@ -169,7 +169,8 @@ class CheckpointLoader(_MonaiCheckpointLoader):
                                   f"({type(e).__name__}: {first})") from e
 
 
-def promote(run_dir: str | Path, bundle_dir: str | Path, dtype: str = "float16") -> dict:
+def promote(run_dir: str | Path, bundle_dir: str | Path, dtype: str = "float16",
+            destination: str = "models/model.pt") -> dict:
     """Make a training run's best model the bundle's shipped weights: ``RUN/models/model.pt`` ->
     ``BUNDLE/models/model.pt``, compact (weights only, ``dtype``; :func:`tools.weights.compact_weights`) and written
     whole or not at all.
@@ -182,6 +183,7 @@ def promote(run_dir: str | Path, bundle_dir: str | Path, dtype: str = "float16")
             checkpoint file.
         bundle_dir: the bundle folder.
         dtype: ``"float16"`` (as shipped), ``"bfloat16"`` or ``"float32"``.
+        destination: where in the bundle the weights go (``models/fold<k>/model.pt`` for a fold ensemble's members).
 
     Returns:
         :func:`tools.weights.compact_weights`'s summary, with ``"source"`` and ``"destination"``.
@@ -211,7 +213,8 @@ def promote(run_dir: str | Path, bundle_dir: str | Path, dtype: str = "float16")
     except Exception as e:
         raise CheckpointError(f"{src}: does not fit the network of {bundle / 'configs' / 'inference.json'} "
                               f"({type(e).__name__}: {str(e).strip().splitlines()[0]}); nothing was written.") from e
-    dst = bundle / "models" / "model.pt"
+    dst = bundle / destination
+    dst.parent.mkdir(parents=True, exist_ok=True)
     summary = compact_weights(src, dst, dtype)
     logger.info("promoted %s to %s", src, dst)
     return {**summary, "source": str(src), "destination": str(dst)}

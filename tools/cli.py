@@ -329,8 +329,9 @@ def mesh(mask: str, output: str, png: str | None = None, label: int | None = Non
     return json.dumps(summary, indent=2, default=str)
 
 
-def promote(run_dir: str, bundle_dir: str, dtype: str = "float16") -> str:
-    """Ship a training run's best model as the bundle's weights: RUN_DIR/models/model.pt -> BUNDLE/models/model.pt.
+def promote(run_dir: str, bundle_dir: str, dtype: str = "float16", choice: str = "auto", metric: str = "dice") -> str:
+    """Ship a training run's best model as the bundle's weights: RUN_DIR/models/model.pt -> BUNDLE/models/model.pt;
+    or a cross-validation run's models (RUN_DIR/crossval.json): the fold ensemble or a single fold model.
 
     Training never writes into the bundle's models/ (a run writes OUTPUT_DIR/models/model.pt); this is the explicit
     step that does. The checkpoint is loaded strictly into the bundle's network first, so a model of another
@@ -340,13 +341,23 @@ def promote(run_dir: str, bundle_dir: str, dtype: str = "float16") -> str:
         run_dir: the training run's output folder (holding models/model.pt).
         bundle_dir: the bundle whose models/model.pt is replaced.
         dtype: the floating-point type of the shipped weights (float16, bfloat16 or float32).
+        choice: for a cross-validation run: ensemble (every fold to models/fold<k>/model.pt, for
+            configs/inference_ensemble.json, and the best fold to models/model.pt), single (the best fold only), or
+            auto (the ensemble: it cannot be scored out of fold, see tools.commands.crossval.promote_crossval). The
+            choice and the CV table are written to BUNDLE/docs/crossval.md.
+        metric: for a cross-validation run: the held-out metric that names the best fold (e.g. dice, mean_dice_256).
     """
+    from pathlib import Path
+
     from tools.checkpoints import promote as promote_run
+    from tools.commands.crossval import CrossvalError, promote_crossval
     from tools.errors import CheckpointError
 
     try:
+        if (Path(run_dir) / "crossval.json").is_file():
+            return json.dumps(promote_crossval(run_dir, bundle_dir, choice=choice, metric=metric, dtype=dtype))
         return json.dumps(promote_run(run_dir, bundle_dir, dtype=dtype), default=str)
-    except (CheckpointError, OSError, ValueError) as e:
+    except (CheckpointError, CrossvalError, OSError, ValueError) as e:
         print(f"FAILED: {e}", file=sys.stderr)
         sys.exit(1)
 
@@ -429,6 +440,7 @@ COMMANDS = {
     "pack": pack,
     "benchmark": benchmark,
     "compare": compare,
+    "crossval": __import__("tools.commands.crossval", fromlist=["crossval_command"]).crossval_command,
     "benchmark_variants": benchmark_variants,
     "promote": promote,
     "compact": compact,

@@ -38,7 +38,15 @@ import torch.nn as nn
 from monai.engines import EnsembleEvaluator
 from monai.transforms import Activationsd, AsDiscreted, Compose, MeanEnsembled, VoteEnsembled
 
-__all__ = ["ENSEMBLE_MODES", "load_networks", "ensemble_postprocessing", "ensemble_evaluator"]
+__all__ = [
+    "ENSEMBLE_MODES",
+    "load_networks",
+    "ensemble_postprocessing",
+    "ensemble_evaluator",
+    "fold_checkpoints",
+    "MeanProbabilityEnsemble",
+    "fold_ensemble",
+]
 
 ENSEMBLE_MODES = ("mean", "vote")
 
@@ -145,3 +153,49 @@ def ensemble_evaluator(
         additional_metrics=additional_metrics,
         val_handlers=val_handlers,
     )
+
+
+def fold_checkpoints(models_dir: str | Path) -> list[str]:
+    """The fold models of a cross-validation ensemble: ``models_dir/fold<k>/model.pt``, in fold order.
+
+    Raises:
+        FileNotFoundError: if there is none, naming the folder (``tools promote`` writes them from a crossval run).
+    """
+    root = Path(models_dir)
+    found = sorted(root.glob("fold*/model.pt"), key=lambda p: int(p.parent.name[4:]) if p.parent.name[4:].isdigit() else -1)
+    if not found:
+        raise FileNotFoundError(f"{root}: no fold models (fold<k>/model.pt); ship them with `python -m tools promote "
+                                "CROSSVAL_DIR BUNDLE --choice ensemble`.")
+    return [str(p) for p in found]
+
+
+class MeanProbabilityEnsemble(nn.Module):
+    """The mean of several binary networks' foreground probabilities, returned as a logit.
+
+    ``forward(x)``: ``(B, C, H, W[, D])`` -> ``logit(mean_i sigmoid(net_i(x)))`` of shape ``(B, 1, H, W[, D])``, so that
+    a bundle's inference chain, which applies the sigmoid itself, reads the ensemble as one network (through
+    ``SimpleInferer``, ``SliceInferer`` or ``SlidingWindowInferer`` alike). MONAI's ``EnsembleEvaluator`` +
+    ``MeanEnsembled`` compute the same mean, but they change the evaluator and the keys of its output, which the
+    bundles' slice/volume post-processing (lung mask, inversion, mask writing) is built on; wrapping the networks
+    keeps ``inference.json`` as it is. Probabilities are clamped to ``[1e-6, 1 - 1e-6]`` before the logit.
+    """
+
+    def __init__(self, networks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not networks:
+            raise ValueError("an ensemble needs at least one network.")
+        self.networks = nn.ModuleList(networks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = torch.stack([torch.sigmoid(net(x).float()) for net in self.networks]).mean(dim=0)
+        return torch.logit(prob.clamp(1e-6, 1.0 - 1e-6))
+
+
+def fold_ensemble(network_def: nn.Module, checkpoints: Sequence[str | Path], device: str | torch.device = "cpu"
+                  ) -> MeanProbabilityEnsemble:
+    """:class:`MeanProbabilityEnsemble` of one copy of ``network_def`` per checkpoint (:func:`load_networks`), on
+    ``device``, in eval mode."""
+    import copy
+
+    nets = load_networks([copy.deepcopy(network_def) for _ in checkpoints], checkpoints, device)
+    return MeanProbabilityEnsemble(nets).to(device).eval()

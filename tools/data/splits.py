@@ -7,7 +7,19 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["split_datalist", "split_fraction", "evaluation_items", "CVC_CLINICDB_CLIPS", "clip_split"]
+from tools.data.spine import subject_id
+
+__all__ = [
+    "split_datalist",
+    "split_fraction",
+    "evaluation_items",
+    "CVC_CLINICDB_CLIPS",
+    "clip_split",
+    "clip_of",
+    "FOLD_GROUPS",
+    "fold_groups",
+    "kfold_split",
+]
 
 
 def split_datalist(datalist: list[dict], n_val: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -130,3 +142,74 @@ def clip_split(
     train = sorted((fi for c in present if c not in val_clips for fi in by_clip[c]), key=lambda t: t[0])
     val = sorted((fi for c in val_clips for fi in by_clip[c]), key=lambda t: t[0])
     return [d for _, d in train], [d for _, d in val]
+
+
+def clip_of(item: dict, clips: Sequence[tuple[int, int]] = CVC_CLINICDB_CLIPS,
+            frame: Callable[[dict], int] = _frame_number) -> str:
+    """The clip of a video frame item, as ``"clip<i>"`` (index into the sorted ``clips``), for :func:`kfold_split`.
+
+    Raises:
+        ValueError: if the frame number lies in no clip, naming the item.
+    """
+    f = frame(item)
+    for i, (a, b) in enumerate(sorted((int(a), int(b)) for a, b in clips)):
+        if a <= f <= b:
+            return f"clip{i + 1:02d}"
+    raise ValueError(f"{item['image']}: frame {f} lies in no clip range.")
+
+
+FOLD_GROUPS = ("item", "clip", "subject")
+"""What a cross-validation fold never splits: single items (COVID-19 slices), CVC-ClinicDB clips, spine subjects."""
+
+
+def fold_groups(datalist: Sequence[dict], group: str = "item") -> list[str]:
+    """The group name of each item of ``datalist`` (:data:`FOLD_GROUPS`): its image path (``"item"``), its video clip
+    (``"clip"``, :func:`clip_of`) or its subject (``"subject"``, :func:`tools.data.spine.subject_id`).
+
+    Raises:
+        ValueError: for another ``group``, or an item whose clip or subject cannot be read (naming it).
+    """
+    if group == "item":
+        return [str(d["image"]) for d in datalist]
+    if group == "clip":
+        return [clip_of(d) for d in datalist]
+    if group == "subject":
+        return [subject_id(d) for d in datalist]
+    raise ValueError(f"group must be one of {FOLD_GROUPS}, got {group!r}.")
+
+
+def kfold_split(datalist: list[dict], n_folds: int = 5, fold: int = 0, seed: int = 0,
+                group: str = "item") -> tuple[list[dict], list[dict]]:
+    """Fold ``fold`` of a ``n_folds``-fold cross-validation: ``(train, validation)``, whole groups on one side.
+
+    The groups (:func:`fold_groups`) are sorted by name, shuffled with ``random.Random(seed)`` and dealt to the folds
+    in turn (group ``i`` of the shuffled order goes to fold ``i % n_folds``), so the folds depend only on the file
+    names and the seed, are disjoint, and together hold every item once. With ``group="item"`` and 50 slices each
+    fold holds 10; with clips or subjects the fold sizes follow the groups' sizes.
+
+    Args:
+        datalist: items ``{"image": path, ...}``.
+        n_folds: number of folds K (at least 2, at most the number of groups).
+        fold: the held-out fold, ``0 <= fold < n_folds``.
+        seed: seed of the shuffle.
+        group: ``"item"``, ``"clip"`` (CVC-ClinicDB frames) or ``"subject"`` (spine volumes).
+
+    Returns:
+        ``(train, val)``, each in the datalist's order sorted by image path.
+
+    Raises:
+        ValueError: if ``n_folds`` < 2 or exceeds the number of groups, ``fold`` is out of range, or ``group`` is
+            unknown.
+    """
+    items = sorted(datalist, key=lambda d: str(d["image"]))
+    names = fold_groups(items, group)
+    unique = sorted(set(names))
+    if not 2 <= int(n_folds) <= len(unique):
+        raise ValueError(f"n_folds must be between 2 and {len(unique)} (the number of {group} groups), got {n_folds}.")
+    if not 0 <= int(fold) < int(n_folds):
+        raise ValueError(f"fold must be in [0, {int(n_folds) - 1}], got {fold}.")
+    random.Random(seed).shuffle(unique)
+    held_out = {name for i, name in enumerate(unique) if i % int(n_folds) == int(fold)}
+    train = [d for d, n in zip(items, names) if n not in held_out]
+    val = [d for d, n in zip(items, names) if n in held_out]
+    return train, val

@@ -1,0 +1,183 @@
+"""k-fold cross-validation (``python -m tools crossval``), its promotion to a fold ensemble and the ensemble's
+inference config, and the semi-supervised recipe (``configs/train_semi.json``), end to end on the RCB-UNet++ bundle's
+six sample slices with a tiny network: 2 folds x 1 epoch, 2 rounds x 1 epoch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import run
+from PIL import Image
+
+from conftest import BUNDLES, REPO
+from tools.commands.crossval import CrossvalError, crossval, promote_crossval
+from tools.data import fold_groups, kfold_split
+from tools.semi_supervised import LabelledPlusPseudoSampler
+
+BUNDLE = BUNDLES / "covid19_lesion_ct_rcbunetpp_segmentation"
+CONFIGS = BUNDLE / "configs"
+SAMPLE = BUNDLE / "sample_data"
+TINY = {"network_def#features": [4, 8, 8, 8, 8]}
+QUIET = {"val_interval": 1, "train#handlers#-1#persist": False}
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cv")
+    crossval(BUNDLE, folds=2, output_dir=out, max_epochs=1, overrides={**TINY, **QUIET},
+             dataset_dir=SAMPLE / "dataset", patience=2)
+    return out
+
+
+def test_crossval_help_documents_the_command():
+    res = subprocess.run([sys.executable, "-m", "tools", "crossval", "--help"], cwd=REPO, capture_output=True,
+                         text=True, env={"PAGER": "cat", "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout + res.stderr  # fire writes help to one or the other, depending on its pager
+    for flag in ("--folds", "--output_dir", "--max_epochs", "--overrides", "--config", "--patience"):
+        assert flag in text
+
+
+def test_folds_are_disjoint_cover_the_data_and_pool_every_item_once(cv_run):
+    result = json.loads((cv_run / "crossval.json").read_text())
+    images = sorted(str(p) for p in (SAMPLE / "dataset" / "Imgs").iterdir())
+    held = [set(f["val_items"]) for f in result["folds"]]
+    assert len(held) == 2 and not held[0] & held[1]
+    assert sorted(held[0] | held[1]) == images
+    for f in result["folds"]:
+        assert {"fold", "val_items", "best_epoch", "seconds", "metrics"} <= set(f)
+        assert 0.0 <= f["metrics"]["dice"] <= 1.0
+    pooled = result["pooled"]
+    assert pooled["n_images"] == len(images)
+    assert {"dice", "dice_ci95", "mean_dice_256", "mean_dice_256_ci95", "iou"} <= set(pooled)
+    rows = (cv_run / "per_image.csv").read_text().splitlines()
+    assert len(rows) == len(images) + 1 and "fold" in rows[0]
+    assert "| pooled | 6 |" in (cv_run / "crossval.md").read_text()
+
+
+def test_a_finished_run_is_reused_and_other_settings_are_refused(cv_run):
+    before = (cv_run / "fold0" / "result.json").read_text()
+    again = crossval(BUNDLE, folds=2, output_dir=cv_run, max_epochs=1, overrides={**TINY, **QUIET},
+                     dataset_dir=SAMPLE / "dataset", patience=2)
+    assert (cv_run / "fold0" / "result.json").read_text() == before
+    assert again["pooled"]["n_images"] == 6
+    with pytest.raises(CrossvalError, match="other settings"):
+        crossval(BUNDLE, folds=2, output_dir=cv_run, max_epochs=2, overrides={**TINY, **QUIET},
+                 dataset_dir=SAMPLE / "dataset")
+
+
+def test_kfold_split_is_deterministic_and_keeps_groups_whole():
+    items = [{"image": f"/d/images/{i}.jpg"} for i in range(1, 80)]
+    a = [kfold_split(items, 5, k, seed=3, group="clip")[1] for k in range(5)]
+    b = [kfold_split(list(reversed(items)), 5, k, seed=3, group="clip")[1] for k in range(5)]
+    assert a == b  # the order of the datalist does not matter, only names and seed
+    clips = [set(fold_groups(v, "clip")) for v in a]
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert not clips[i] & clips[j]  # no clip in two folds
+    assert sum(len(v) for v in a) == len(items)
+    assert [kfold_split(items, 5, k, seed=4)[1] for k in range(5)] != [kfold_split(items, 5, k, seed=3)[1]
+                                                                       for k in range(5)]
+    subjects = [{"image": f"/s/images/{s}{t}.nii.gz"} for s in ("01", "02", "03") for t in ("", "_fu")]
+    for k in range(3):
+        val = kfold_split(subjects, 3, k, group="subject")[1]
+        assert len({fold_groups([v], "subject")[0] for v in val}) == 1 and len(val) == 2
+    with pytest.raises(ValueError, match="n_folds"):
+        kfold_split(items[:3], 5, 0)
+    with pytest.raises(ValueError, match="fold must be"):
+        kfold_split(items, 5, 5)
+
+
+@pytest.fixture(scope="module")
+def ensemble_bundle(cv_run, tmp_path_factory) -> Path:
+    """A copy of the bundle whose inference network is the tiny one, with the crossval run promoted into it."""
+    dst = tmp_path_factory.mktemp("bundle") / BUNDLE.name
+    shutil.copytree(BUNDLE, dst, ignore=shutil.ignore_patterns("eval"))
+    cfg = json.loads((dst / "configs" / "inference.json").read_text())
+    cfg["network_def"]["features"] = TINY["network_def#features"]
+    (dst / "configs" / "inference.json").write_text(json.dumps(cfg, indent=4))
+    promoted = promote_crossval(cv_run, dst, choice="auto")
+    assert promoted["choice"] == "ensemble"
+    return dst
+
+
+def test_promote_ships_every_fold_and_writes_the_choice_into_the_docs(ensemble_bundle):
+    for k in range(2):
+        state = torch.load(ensemble_bundle / "models" / f"fold{k}" / "model.pt", map_location="cpu", weights_only=True)
+        assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    doc = (ensemble_bundle / "docs" / "crossval.md").read_text()
+    assert "fold ensemble" in doc and "Pooled out-of-fold dice" in doc
+
+
+def _infer_ensemble(bundle: Path, input_path: Path, out: Path) -> None:
+    run(config_file=[str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "inference_ensemble.json")],
+        logging_file=str(bundle / "configs" / "logging.conf"), bundle_root=str(bundle), input=str(input_path),
+        output_dir=str(out))
+
+
+def test_ensemble_inference_writes_a_mask_for_a_slice(ensemble_bundle, tmp_path):
+    slices = tmp_path / "in"
+    slices.mkdir()
+    shutil.copy(SAMPLE / "dataset" / "Imgs" / "24.jpg", slices)
+    _infer_ensemble(ensemble_bundle, slices, tmp_path / "out")
+    masks = list((tmp_path / "out").glob("24*"))
+    assert len(masks) == 1
+    with Image.open(masks[0]) as m, Image.open(slices / "24.jpg") as im:
+        assert m.size == im.size
+
+
+def test_ensemble_inference_on_a_ct_volume_keeps_shape_and_affine(ensemble_bundle, tmp_path):
+    src = SAMPLE / "ct" / "example_ct_sm.nii.gz"
+    _infer_ensemble(ensemble_bundle, src, tmp_path)
+    ref, out = nib.load(src), nib.load(tmp_path / "example_ct_sm_mask.nii.gz")
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1}
+
+
+def test_ensemble_config_without_fold_models_names_the_fix(tmp_path):
+    from tools.ensembles import fold_checkpoints
+
+    with pytest.raises(FileNotFoundError, match="tools promote"):
+        fold_checkpoints(tmp_path)
+
+
+def test_semi_supervised_config_trains_two_rounds_end_to_end(tmp_path):
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for name in ("0.jpg", "39.jpg", "53.jpg"):
+        shutil.copy(SAMPLE / "dataset" / "Imgs" / name, unlabelled / f"u{name}")
+    out = tmp_path / "semi"
+    run("training", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "train_semi.json")],
+        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE), dataset_dir=str(SAMPLE / "dataset"),
+        output_dir=str(out), ckpt_dir=str(out / "models"), unlabelled_dir=str(unlabelled),
+        **{"train#trainer#max_epochs": 1, "student_epochs": 1, "pseudo_per_epoch": 2, "semi_rounds": 2, **TINY,
+           **QUIET})
+    assert (out / "models" / "model.pt").is_file()
+    for r in (1, 2):
+        done = json.loads((out / f"round{r}" / "done.json").read_text())
+        assert done["round"] == r and done["pseudo_labelled"] == 3
+        masks = sorted((out / f"round{r}" / "pseudo").glob("*.png"))
+        assert [m.stem for m in masks] == ["u0", "u39", "u53"]
+        with Image.open(masks[0]) as m, Image.open(unlabelled / "u0.jpg") as im:
+            assert m.size == im.size and set(np.unique(np.asarray(m))) <= {0, 255}
+        assert (out / f"round{r}" / "model.pt").is_file()
+
+
+def test_sampler_takes_every_labelled_item_and_fresh_pseudo_items_each_epoch():
+    s = LabelledPlusPseudoSampler(n_labelled=4, n_pseudo=10, pseudo_per_epoch=3, seed=0)
+    first, second = list(s), list(s)
+    assert len(first) == len(s) == 7
+    assert set(range(4)) <= set(first) and set(range(4)) <= set(second)
+    assert all(4 <= i < 14 for i in set(first) - set(range(4)))
+    assert first != second
+    with pytest.raises(ValueError):
+        LabelledPlusPseudoSampler(0, 10, 3)

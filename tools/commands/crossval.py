@@ -1,0 +1,450 @@
+"""k-fold cross-validation of a bundle's training recipe (``python -m tools crossval``).
+
+Every item of the bundle's own training data is held out exactly once: fold ``k`` of ``K``
+(:func:`tools.data.kfold_split`, deterministic from ``seed`` and the file names; whole clips or subjects where the
+bundle's split keeps them whole) replaces the bundle's ``make_split``, a model is trained on the other folds with the
+bundle's ``train.json`` (or a recipe overlay such as ``configs/train_semi.json``), its best checkpoint on the held-out
+fold is evaluated there by the bundle's ``evaluate.json``, and the per-item metrics of all folds are pooled
+(out-of-fold: every item once, each predicted by the one model that did not see it).
+
+Output, for ``output_dir`` ``OUT``:
+
+- ``OUT/fold<k>/train/``: the fold's training logs and resume checkpoint; ``OUT/fold<k>/models/model.pt``: its best
+  model on the held-out fold; ``OUT/fold<k>/metrics.json`` + ``per_image.csv``: its evaluation on the held-out fold;
+  ``OUT/fold<k>/result.json``: the fold's record (below). A fold with a ``result.json`` of the same settings is not
+  rerun; a fold interrupted mid-training resumes from its last resume checkpoint.
+- ``OUT/per_image.csv``: the pooled out-of-fold table (one row an item; ``python -m tools paired_difference`` takes
+  two of them); ``OUT/crossval.json`` and ``OUT/crossval.md``: per-fold and pooled metrics with bootstrap 95%
+  intervals over items.
+
+Selection caveat, said in ``crossval.md`` too: each fold's checkpoint is chosen (and early-stopped) on the same
+held-out fold it is scored on, as the bundles' own validation does; the pooled figures are therefore slightly
+optimistic for every recipe alike, and comparisons between recipes run this way are fair.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser
+
+from tools.compare import CompareError, _bundle_files, _parse_overrides, _workflow
+from tools.data.splits import FOLD_GROUPS
+from tools.io import atomic_write_text
+from tools.metrics.bootstrap import summarise_with_ci
+from tools.run_control import ProgressLog, attach_early_stopping
+
+__all__ = ["CrossvalError", "fold_group_of", "crossval", "pooled_table", "PROMOTE_CHOICES", "promote_crossval"]
+
+logger = logging.getLogger(__name__)
+
+# make_split targets of the bundles -> what a fold must keep whole
+_SPLIT_GROUPS = {
+    "tools.data.clip_split": "clip",
+    "tools.data.splits.clip_split": "clip",
+    "tools.data.spine.split_by_subject": "subject",
+}
+
+
+class CrossvalError(CompareError):
+    """Cross-validation cannot run (bad arguments, a config without the ids it needs); the message says which."""
+
+
+def fold_group_of(parser: ConfigParser) -> str:
+    """What the bundle's own split keeps whole: ``"clip"`` (``tools.data.clip_split``), ``"subject"``
+    (``tools.data.spine.split_by_subject``) or ``"item"`` (anything else, e.g. ``tools.data.split_datalist``)."""
+    split = parser.get("make_split", {})
+    target = split.get("_target_", "") if isinstance(split, dict) else ""
+    return _SPLIT_GROUPS.get(target, "item")
+
+
+def _format_fold(value: Any, fold: int) -> Any:
+    """``"{fold}"`` in override strings -> the fold number (e.g. a supervised run's fold model as the teacher)."""
+    if isinstance(value, str):
+        return value.replace("{fold}", str(fold))
+    if isinstance(value, list):
+        return [_format_fold(v, fold) for v in value]
+    if isinstance(value, dict):
+        return {k: _format_fold(v, fold) for k, v in value.items()}
+    return value
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def pooled_table(rows: Sequence[Mapping[str, str]], unit: str = "images") -> dict:
+    """Means and bootstrap 95% intervals over the pooled per-item rows, for every numeric column
+    (:func:`tools.metrics.bootstrap.summarise_with_ci`), and ``n_<unit>``.
+
+    Raises:
+        CrossvalError: if there is no row.
+    """
+    if not rows:
+        raise CrossvalError("no evaluated item to pool.")
+    skip = {"image", "volume", "fold"}
+    names = [k for k in rows[0] if k not in skip and any(not math.isnan(_number(r.get(k))) for r in rows)]
+    out = summarise_with_ci({k: [_number(r.get(k)) for r in rows] for k in names}, unit=unit)
+    out[f"n_{unit}"] = len(rows)
+    return out
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, str]]) -> None:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _latest_resume(train_dir: Path) -> Path | None:
+    found = sorted(train_dir.glob("resume_*.pt"), key=lambda p: p.stat().st_mtime) if train_dir.is_dir() else []
+    return found[-1] if found else None
+
+
+def _train_fold(k: int, folds: int, configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path,
+                common: Mapping, patience: int | None) -> dict:
+    override = {**common, "output_dir": str(out / "train"), "ckpt_dir": str(out / "models")}
+    resume = _latest_resume(out / "train")
+    parser = ConfigParser()
+    parser.read_config([str(c) for c in configs])
+    semi = "semi" in parser
+    if resume is not None and not semi:
+        logger.info("fold %d/%d: resuming from %s", k + 1, folds, resume)
+        override["resume_from"] = str(resume)
+    if semi and patience is not None and "early_stop_patience" in parser:
+        override["early_stop_patience"] = int(patience)
+    wf = _workflow(configs, files, bundle, "run", override)
+    wf.initialize()
+    p = wf.parser
+    trainer = p.get_parsed_content("train#trainer")
+    evaluator = p.get_parsed_content("validate#evaluator")
+    prefix = f"fold {k + 1}/{folds}"
+    if semi:
+        p.get_parsed_content("semi").progress.prefix = prefix
+    else:
+        attach_early_stopping(trainer, evaluator, patience)
+        ProgressLog(prefix).attach(trainer)
+    start = time.perf_counter()
+    wf.run()
+    seconds = time.perf_counter() - start
+    record = {
+        "epochs": int(trainer.state.epoch),
+        "best_epoch": int(evaluator.state.best_metric_epoch),
+        "best_val_metric": {"name": evaluator.state.key_metric_name, "value": float(evaluator.state.best_metric)},
+        "seconds": round(seconds, 1),
+        "resumed_from": str(resume) if resume is not None and not semi else None,
+    }
+    if semi:
+        record["rounds"] = p.get_parsed_content("semi").history
+    wf.finalize()
+    if not (out / "models" / "model.pt").is_file():
+        raise CrossvalError(f"fold {k}: training saved no best checkpoint {out / 'models' / 'model.pt'}.")
+    return record
+
+
+def _evaluate_fold(configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path, common: Mapping) -> dict:
+    override = {**common, "output_dir": str(out), "checkpoint": str(out / "models" / "model.pt"),
+                "eval_split": "validation"}
+    wf = _workflow([*configs, files["evaluate"]], files, bundle, "evaluating", override)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def _markdown(result: Mapping, metrics: Sequence[str]) -> str:
+    s = result["settings"]
+    unit = result["unit"]
+    lines = [
+        f"# {result['bundle']}: {result['n_folds']}-fold cross-validation ({result['recipe']})",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Folds by {s['group']} (seed {s['seed']}); max_epochs {s['max_epochs'] or 'the recipe default'}, early-stopping "
+        f"patience {s['early_stop_patience'] if s['early_stop_patience'] else 'none'}; overrides "
+        f"`{json.dumps(s['overrides'])}`. Pooled = out of fold: each of the {result['pooled'][f'n_{unit}']} {unit} "
+        "predicted once, by the model that did not train on it; intervals are bootstrap 95% over "
+        f"{unit}. Each fold's checkpoint was chosen on its held-out fold (as the bundle's validation does), so the "
+        "figures are slightly optimistic for every recipe alike.",
+        "",
+        "| fold | " + " | ".join(f"{unit}" if m == "n" else m for m in ["n", *metrics]) + " | best epoch | epochs | seconds |",
+        "|" + "---|" * (len(metrics) + 5),
+    ]
+    for f in result["folds"]:
+        m = f["metrics"]
+        cells = [str(f["fold"]), str(len(f["val_items"]))] + [_fmt(m.get(x)) for x in metrics]
+        cells += [str(f["best_epoch"]), str(f["epochs"]), _fmt(f["seconds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    pooled = result["pooled"]
+    cells = ["pooled", str(pooled[f"n_{unit}"])]
+    for x in metrics:
+        ci = pooled.get(f"{x}_ci95")
+        cells.append(f"{_fmt(pooled.get(x))} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else _fmt(pooled.get(x)))
+    cells += ["-", str(sum(f["epochs"] for f in result["folds"])), _fmt(result["seconds"])]
+    lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def crossval(
+    bundle_dir: str | Path,
+    folds: int = 5,
+    output_dir: str | Path | None = None,
+    max_epochs: int | None = None,
+    overrides: Mapping | str | None = None,
+    config: str | Sequence[str] | None = None,
+    seed: int = 0,
+    patience: int | None = None,
+    dataset_dir: str | Path | None = None,
+    only_folds: Sequence[int] | None = None,
+    command: str | None = None,
+) -> dict:
+    """Train and evaluate ``folds`` models of the bundle's recipe on disjoint held-out folds; pool their metrics.
+
+    Args:
+        bundle_dir: the bundle's folder.
+        folds: K (at least 2).
+        output_dir: where to write (module docstring); default ``<bundle>/eval/crossval``.
+        max_epochs: the most training epochs of a fold (``train#trainer#max_epochs``); default the recipe's own.
+        overrides: config id -> value for every fold's training and evaluation (a dict, JSON text or a JSON file);
+            ``"{fold}"`` inside a string value becomes the fold number (e.g. ``{"teacher_checkpoint":
+            "cv_sup/fold{fold}/models/model.pt"}``). ``make_split``, ``output_dir``, ``ckpt_dir``, ``checkpoint`` and
+            ``eval_split`` are set by the command.
+        config: recipe overlays merged over ``configs/train.json``, relative to the bundle (e.g.
+            ``configs/train_semi.json``).
+        seed: seed of the fold assignment.
+        patience: early stopping after this many validations without improvement of the key metric; ``None``: none.
+        dataset_dir: the bundle's training data folder; default the bundle's own (``SEG_DATA_ROOT``).
+        only_folds: train and evaluate only these folds now (the others must be done already, or are left for a
+            later call); the pooled files are written when every fold is done.
+        command: the command line to write into ``crossval.md`` (default: rebuilt from the arguments).
+
+    Returns:
+        the content of ``crossval.json``: ``{"bundle", "recipe", "n_folds", "unit", "command", "settings", "folds":
+        [{"fold", "val_items", "best_epoch", "epochs", "seconds", "metrics", ...}], "pooled": {metric, metric_ci95,
+        ..., "n_<unit>"}, "seconds"}`` (``pooled`` is ``None`` until every fold is done).
+
+    Raises:
+        CrossvalError: for K < 2 or more folds than groups, unknown overlays, bad overrides, or a fold that saved no
+            checkpoint.
+    """
+    bundle = Path(bundle_dir).resolve()
+    files = _bundle_files(bundle)
+    overlays = [config] if isinstance(config, str) else list(config or [])
+    configs = [files["train"]] + [(bundle / c) if not Path(c).is_absolute() else Path(c) for c in overlays]
+    for c in configs:
+        if not c.is_file():
+            raise CrossvalError(f"{c}: no such recipe config.")
+    folds = int(folds)
+    if folds < 2:
+        raise CrossvalError(f"folds must be at least 2, got {folds}.")
+    extra = _parse_overrides(overrides)
+    parser = ConfigParser()
+    parser.read_config([str(c) for c in configs])
+    group = fold_group_of(parser)
+    unit = "volumes" if group == "subject" else "images"
+    out_root = Path(output_dir).resolve() if output_dir else bundle / "eval" / "crossval"
+    common: dict[str, Any] = {}
+    if dataset_dir is not None:
+        common["dataset_dir"] = str(Path(dataset_dir).expanduser().resolve())
+    if max_epochs is not None:
+        if int(max_epochs) < 1:
+            raise CrossvalError(f"max_epochs must be at least 1, got {max_epochs}.")
+        common["train#trainer#max_epochs"] = int(max_epochs)
+    recipe = ", ".join(str(c.relative_to(bundle)) for c in configs)
+    settings = {"folds": folds, "seed": int(seed), "group": group, "recipe": recipe, "max_epochs": max_epochs,
+                "early_stop_patience": patience, "overrides": extra, "dataset_dir": common.get("dataset_dir"),
+                "data_root_env": os.environ.get("SEG_DATA_ROOT")}
+    if command is None:
+        command = (f"python -m tools crossval {bundle_dir} --folds {folds} --output_dir {output_dir or out_root}"
+                   + "".join(f" --config {c}" for c in overlays) + (f" --max_epochs {max_epochs}" if max_epochs else "")
+                   + (f" --patience {patience}" if patience else "") + (f" --seed {seed}" if seed else "")
+                   + (f" --overrides '{json.dumps(extra)}'" if extra else ""))
+    wanted = set(range(folds)) if only_folds is None else {int(f) for f in only_folds}
+    records: list[dict | None] = []
+    for k in range(folds):
+        out = out_root / f"fold{k}"
+        previous = out / "result.json"
+        if previous.is_file():
+            record = json.loads(previous.read_text())
+            if record.get("settings") == json.loads(json.dumps(settings)):
+                logger.info("fold %d/%d: done before (%s)", k + 1, folds, previous)
+                records.append(record)
+                continue
+            raise CrossvalError(f"{previous}: made with other settings; choose another --output_dir or remove it.")
+        if k not in wanted:
+            records.append(None)
+            continue
+        fold_common = {**common, **_format_fold(extra, k),
+                       "make_split": {"_target_": "tools.data.kfold_split", "_mode_": "callable", "datalist": "@datalist",
+                                      "n_folds": folds, "fold": k, "seed": int(seed), "group": group}}
+        logger.info("fold %d/%d: training (%s) into %s", k + 1, folds, recipe, out)
+        record = {"fold": k, **_train_fold(k, folds, configs, files, bundle, out, fold_common, patience)}
+        record["metrics"] = _evaluate_fold(configs, files, bundle, out, fold_common)
+        rows = _read_csv(out / f"per_{unit[:-1]}.csv")
+        split_parser = ConfigParser()
+        split_parser.read_config([str(c) for c in configs])
+        split_parser.update({"bundle_root": str(bundle), **fold_common})
+        record["val_items"] = [str(d["image"]) for d in split_parser.get_parsed_content("split")[1]]
+        if len(rows) != len(record["val_items"]):
+            raise CrossvalError(f"fold {k}: evaluated {len(rows)} {unit}, held out {len(record['val_items'])}.")
+        record["settings"] = settings
+        atomic_write_text(previous, json.dumps(record, indent=2) + "\n")
+        records.append(record)
+
+    done = [r for r in records if r is not None]
+    result: dict[str, Any] = {"bundle": bundle.name, "recipe": recipe, "n_folds": folds, "unit": unit,
+                              "command": command, "settings": settings, "folds": done, "pooled": None,
+                              "seconds": round(sum(r["seconds"] for r in done), 1)}
+    if len(done) < folds:
+        logger.info("%d of %d folds done; rerun without --only_folds to finish and pool", len(done), folds)
+        return result
+    pooled_rows = []
+    seen: set[str] = set()
+    for r in done:
+        for row in _read_csv(out_root / f"fold{r['fold']}" / f"per_{unit[:-1]}.csv"):
+            key = row.get("image") or row.get("volume") or next(iter(row.values()))
+            if key in seen:
+                raise CrossvalError(f"{key}: held out in two folds (the folds overlap).")
+            seen.add(key)
+            pooled_rows.append({**row, "fold": str(r["fold"])})
+    result["pooled"] = pooled_table(pooled_rows, unit)
+    _write_csv(out_root / f"per_{unit[:-1]}.csv", pooled_rows)
+    atomic_write_text(out_root / "crossval.json", json.dumps(result, indent=2) + "\n")
+    metrics = [m for m in ("dice", "mean_dice_256", "iou", "sensitivity", "specificity", "hd95")
+               if m in result["pooled"]]
+    atomic_write_text(out_root / "crossval.md", _markdown(result, metrics))
+    return result
+
+
+PROMOTE_CHOICES = ("auto", "single", "ensemble")
+
+
+def promote_crossval(cv_dir: str | Path, bundle_dir: str | Path, choice: str = "auto", metric: str = "dice",
+                     dtype: str = "float16") -> dict:
+    """Ship a cross-validation run's models as the bundle's weights, and write what was chosen into its docs.
+
+    - ``"ensemble"``: every fold's model to ``models/fold<k>/model.pt`` (``configs/inference_ensemble.json`` averages
+      their probabilities), and the fold model with the best held-out ``metric`` to ``models/model.pt`` (the single
+      network that ``inference.json``, MONAI Label and the exports use).
+    - ``"single"``: only that fold model, to ``models/model.pt``; fold models of an earlier promotion are removed.
+    - ``"auto"``: the ensemble. A fold ensemble cannot be scored out of fold (each item was in the training set of
+      K - 1 of its members), so the pooled CV cannot rank it against one of its members directly; the mean of the
+      members' probabilities is the better-founded choice (nnU-Net ships its five folds the same way), and the
+      measured out-of-fold gains of probability averaging are reported beside the CV table where we have them.
+
+    Each file is loaded strictly into the network of ``configs/inference.json`` first (:func:`tools.checkpoints.promote`)
+    and written whole or not at all. ``docs/crossval.md`` gets the run's ``crossval.md`` and the choice.
+
+    Raises:
+        CrossvalError: if ``cv_dir`` holds no finished run (``crossval.json`` with pooled metrics), ``choice`` is
+            unknown, or ``metric`` is not in the folds' metrics.
+    """
+    import shutil
+
+    from tools.checkpoints import promote
+
+    cv, bundle = Path(cv_dir).resolve(), Path(bundle_dir).resolve()
+    if choice not in PROMOTE_CHOICES:
+        raise CrossvalError(f"choice must be one of {PROMOTE_CHOICES}, got {choice!r}.")
+    summary_file = cv / "crossval.json"
+    if not summary_file.is_file():
+        raise CrossvalError(f"{summary_file}: not a finished cross-validation run (run `python -m tools crossval`).")
+    result = json.loads(summary_file.read_text())
+    if not result.get("pooled"):
+        raise CrossvalError(f"{summary_file}: not every fold is done; nothing was written.")
+    folds = result["folds"]
+    if any(metric not in f["metrics"] for f in folds):
+        raise CrossvalError(f"{summary_file}: no metric {metric!r} in the folds' metrics.")
+    best = max(folds, key=lambda f: (f["metrics"][metric] if f["metrics"][metric] is not None else -1.0))
+    chosen = "ensemble" if choice == "auto" else choice
+    written = [promote(cv / f"fold{best['fold']}", bundle, dtype)]
+    for stale in (bundle / "models").glob("fold*"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    if chosen == "ensemble":
+        for f in folds:
+            written.append(promote(cv / f"fold{f['fold']}", bundle, dtype, destination=f"models/fold{f['fold']}/model.pt"))
+    pooled = result["pooled"]
+    ci = pooled.get(f"{metric}_ci95")
+    note = (
+        f"\n## Shipped\n\n`python -m tools promote {cv_dir} {bundle_dir} --choice {choice} --metric {metric}` "
+        f"shipped the {'fold ensemble (' + str(len(folds)) + ' models under models/fold<k>/model.pt; configs/inference_ensemble.json)' if chosen == 'ensemble' else 'single model'}"
+        f"; models/model.pt is fold {best['fold']} (best held-out {metric} {best['metrics'][metric]:.4f}). "
+        f"Pooled out-of-fold {metric} of the recipe: {pooled[metric]:.4f}"
+        + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "") + ".\n"
+    )
+    atomic_write_text(bundle / "docs" / "crossval.md", (cv / "crossval.md").read_text() + note)
+    return {"choice": chosen, "single_fold": best["fold"], "written": [w["destination"] for w in written],
+            "docs": str(bundle / "docs" / "crossval.md")}
+
+
+def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = None, max_epochs: int | None = None,
+                     overrides: str | None = None, config: str | None = None, seed: int = 0,
+                     patience: int | None = None, dataset_dir: str | None = None, only_folds: str | None = None) -> str:
+    """k-fold cross-validation of the bundle's recipe: train K models on disjoint held-out folds, evaluate each
+    there, pool the out-of-fold metrics with bootstrap 95% intervals; print the markdown table.
+
+    Writes OUTPUT_DIR/crossval.json, crossval.md, per_image.csv (pooled; per_volume.csv for volume bundles) and
+    OUTPUT_DIR/fold<k>/ (training logs, models/model.pt, metrics). Folds are deterministic from --seed and the file
+    names; the bundle's split decides what a fold keeps whole (COVID-19 slices: items; CVC-ClinicDB: clips; spine:
+    subjects). Rerunning resumes: finished folds are kept, an interrupted fold continues from its last checkpoint
+    (semi-supervised recipes: from the last finished round). Nothing is written into the bundle's models/ (use
+    `python -m tools promote OUTPUT_DIR BUNDLE_DIR`).
+
+    Args:
+        bundle_dir: the bundle folder (e.g. bundles/covid19_lesion_ct_rcbunetpp_segmentation).
+        folds: number of folds K (at least 2).
+        output_dir: where to write; default BUNDLE/eval/crossval.
+        max_epochs: the most training epochs of each fold; default the recipe's own.
+        overrides: JSON object (or a JSON file) of config id -> value for every fold; "{fold}" in a string becomes
+            the fold number, e.g. '{"teacher_checkpoint": "cv_sup/fold{fold}/models/model.pt"}'.
+        config: a recipe overlay merged over configs/train.json, relative to the bundle, e.g. configs/train_semi.json.
+        seed: seed of the fold assignment.
+        patience: early stopping after this many validations without improvement; default none.
+        dataset_dir: the training data folder; default the bundle's own (SEG_DATA_ROOT).
+        only_folds: comma-separated folds to run now (e.g. "0,1"), to share the folds between processes; the pooled
+            files are written by the call that finds every fold done.
+    """
+    import shlex
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    chosen = None if only_folds is None else [int(f) for f in str(only_folds).strip("()[] ").split(",") if f.strip()]
+    try:
+        result = crossval(bundle_dir, folds, output_dir, max_epochs, overrides, config, seed, patience, dataset_dir,
+                          chosen, command="python -m tools crossval " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2
+                          and sys.argv[1] == "crossval" else None)
+    except CompareError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(1)
+    out = Path(output_dir).resolve() if output_dir else Path(bundle_dir).resolve() / "eval" / "crossval"
+    if result["pooled"] is None:
+        return f"{len(result['folds'])} of {folds} folds done in {out}"
+    return (out / "crossval.md").read_text()
