@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from tools.benchmark import benchmark_inference
+from tools.commands.benchmark import benchmark_inference
 
 from conftest import BUNDLES
 

@@ -19,7 +19,7 @@ from monai.data import ITKReader
 from PIL import Image
 
 from custom_networks.nets import ResAttUNet
-from tools.verify import BundleCheckError, verify_bundle, verify_dataset_dir
+from tools.commands.verify import BundleCheckError, verify_bundle, verify_dataset_dir
 
 from conftest import BUNDLES
 from test_bundle_covid19_rcbunetpp import METRIC_NAMES, SUMMARY_KEYS

@@ -113,7 +113,7 @@ def test_inference_on_a_single_image_derives_its_fov_and_refuses_to_overwrite(tr
 
 
 def test_benchmark_variants_on_the_smoke_grid_writes_csv_table_and_plot(tmp_path):
-    from tools.benchmark_variants import benchmark_variants
+    from tools.commands.benchmark_variants import benchmark_variants
 
     result = benchmark_variants(BUNDLE, CONFIGS / "grids" / "smoke.json", output_dir=tmp_path / "grid",
                                 dataset_dir=SAMPLE)

@@ -16,9 +16,9 @@ from monai.bundle import ConfigParser, run
 from monai.networks.nets import AttentionUnet, BasicUNet, UNet
 from PIL import Image
 
-from tools.compare import bundle_variants
+from tools.commands.compare import bundle_variants
 from tools.evaluation import binary_metrics
-from tools.verify import verify_bundle
+from tools.commands.verify import verify_bundle
 
 from conftest import BUNDLES
 from test_bundle_covid19_rcbunetpp import _messages

@@ -9,8 +9,9 @@ import fire
 import pytest
 from fire import docstrings
 
-from tools.cli import COMMANDS, verify
-from tools.verify import CHECKS
+from tools.cli import COMMANDS
+from tools.commands.verify import CHECKS
+from tools.commands.verify import verify_command as verify
 
 
 def _help(capsys, *command: str) -> str:

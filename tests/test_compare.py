@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tools.compare import TABLE_COLUMNS, CompareError, bundle_variants, compare_variants
+from tools.commands.compare import TABLE_COLUMNS, CompareError, bundle_variants, compare_variants
 
 from conftest import BUNDLES
 

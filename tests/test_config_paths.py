@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tools.verify import REPOSITORY, BundleCheckError, check_config_paths
+from tools.commands.verify import REPOSITORY, BundleCheckError, check_config_paths
 
 from conftest import BUNDLES
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from tools.mesh import mask_to_mesh, render_mesh_png
+from tools.commands.mesh import mask_to_mesh, render_mesh_png
 
 SPACING = np.array([0.8, 1.0, 2.0])  # anisotropic voxels, mm
 RADIUS = 10.0  # mm

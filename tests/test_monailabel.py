@@ -27,7 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tools.serve import bundle_dirs, model_spec, prepare_app, served_copies
+from tools.commands.serve import bundle_dirs, model_spec, prepare_app, served_copies
 
 REPO = Path(__file__).resolve().parents[1]
 RCB = REPO / "bundles" / "covid19_lesion_ct_rcbunetpp_segmentation"
@@ -86,7 +86,7 @@ def test_label_writer_gives_png_0_1_and_nifti_with_the_affine(tmp_path):
     import nibabel as nib
     from monai.data import MetaTensor
 
-    from tools.monailabel_app import write_label
+    from tools.integrations.monailabel_app import write_label
 
     mask = torch.zeros(1, 5, 7)
     mask[0, 1:3, 2:6] = 1

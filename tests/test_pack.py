@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.pack import PackError, code_closure, pack_bundle, pretty_json, rewrite_references
-from tools.verify import check_config_paths, check_metadata, verify_bundle
+from tools.commands.pack import PackError, code_closure, pack_bundle, pretty_json, rewrite_references
+from tools.commands.verify import check_config_paths, check_metadata, verify_bundle
 
 from conftest import BUNDLES
 
@@ -166,7 +166,7 @@ def test_metadata_lists_every_package_the_code_needs_and_no_seg_bundles(packed, 
 
 
 def test_packages_are_the_installed_distributions_of_the_imports():
-    from tools.pack import required_packages
+    from tools.commands.pack import required_packages
 
     out = required_packages({"PIL", "ignite", "skimage", "os", "torch", "monai", "numpy", "tools"},
                             {"seg-bundles": "0.1.0", "nibabel": "0.0.1", "not-installed-anywhere": "1.2.3"})
@@ -248,14 +248,14 @@ def test_an_existing_destination_is_refused_unless_overwrite(tmp_path):
 
 
 def test_a_failed_pack_leaves_nothing_and_keeps_the_previous_copy(tmp_path, monkeypatch):
-    import tools.pack
+    import tools.commands.pack
 
     def broken(bundle, out):
         (out / "configs").mkdir()
         (out / "configs" / "half_written.json").write_text("{")
         raise OSError("disk full")
 
-    monkeypatch.setattr(tools.pack, "_build", broken)
+    monkeypatch.setattr(tools.commands.pack, "_build", broken)
     with pytest.raises(OSError, match="disk full"):
         pack_bundle(BUNDLES / SMALL, tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ import pytest
 from monai.bundle import ConfigParser
 
 from conftest import BUNDLES
-from tools.render_configs import (OPTIONAL, PER_BUNDLE, TEMPLATES, RenderError, apply_overlay, render_all,
+from tools.commands.render_configs import (OPTIONAL, PER_BUNDLE, TEMPLATES, RenderError, apply_overlay, render_all,
                                   render_bundle_configs, render_overlay)
 
 RENDERED_BUNDLES = sorted(p.stem for p in (TEMPLATES / "overlays").glob("*.json"))

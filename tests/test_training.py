@@ -16,7 +16,7 @@ from monai.inferers import SimpleInferer, SliceInferer
 
 from custom_networks.nets import RCBUNetPlusPlus
 from tools import training
-from tools.benchmark import benchmark_training
+from tools.commands.benchmark import benchmark_training
 from tools.training import MixedPrecisionInferer, prepare_network, resolve_memory_format, resolve_precision
 
 from conftest import BUNDLES, REPO

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tools.verify import CHECKS, BundleCheckError, verify_bundle
+from tools.commands.verify import CHECKS, BundleCheckError, verify_bundle
 
 from conftest import BUNDLES
 

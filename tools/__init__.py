@@ -1,6 +1,8 @@
-"""Shared tools of the bundles: data preparation, input checks, metrics, evaluation, verification, export.
+"""Shared tools of the bundles, in three rooms (``tools/README.md``): the runtime that bundle configs use (this
+package's top level, ``data``, ``pipelines``, ``metrics``), the commands of ``python -m tools`` (``tools.commands``,
+wired by ``tools.cli``) and the adapters to other systems (``tools.integrations``).
 
-The command line is ``python -m tools`` (see ``tools.cli``). Bundle configs use ``$import tools`` and call
+Bundle configs use ``$import tools`` and call
 ``tools.data`` (datalists and splits), ``tools.pipelines`` (transform chains), ``tools.transforms``,
 ``tools.evaluation``, ``tools.runner`` (how a run starts, skips bad inputs and reports) and ``tools.checkpoints`` by
 ``_target_``.

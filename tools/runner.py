@@ -17,7 +17,7 @@ The configs' run ids call these functions instead of ``@evaluator.run()``:
   project (:func:`clear_message`) print its message alone as the last lines instead of a traceback that ends in
   MONAI's ``RuntimeError: Failed to evaluate ConfigExpression``; other errors keep their traceback, followed by
   their innermost message. Exceptions still propagate (exit status 1): code that runs a bundle in-process (MONAI
-  Label, ``tools.compare``, the tests) catches them as before.
+  Label, ``tools.commands.compare``, the tests) catches them as before.
 
 Why a marker rather than validating the datalist first: the checks that matter need the pixels (a truncated JPEG has
 a valid header; bit depth, graded masks and HU range are in the data), so validating first would read every input
@@ -37,6 +37,7 @@ from typing import Any
 from monai.data import Dataset
 
 from tools.errors import BundleError, InputError, InputsFailed, OutputError, cause_chain, find_cause
+from tools.options import as_flag
 
 __all__ = [
     "SKIPPED_KEY",
@@ -126,14 +127,14 @@ def check_output_dir(path: str | Path) -> Path:
 
 def check_mask_outputs(inputs: Sequence[str | Path], output_dir: str | Path, volume: bool,
                        overwrite: bool = False) -> list[Path]:
-    """The mask files the inputs will be written to (:func:`tools.pipelines.mask_path`), refused before the run when
+    """The mask files the inputs will be written to (:func:`tools.masks.mask_path`), refused before the run when
     two inputs would write the same file (``7.jpg`` and ``7.png`` both give ``7_mask.png``; names compared
     case-insensitively, as some file systems do), or when a mask file exists and ``overwrite`` is false.
 
     Raises:
         OutputError: naming the inputs that clash, or the existing files.
     """
-    from tools.pipelines import mask_path
+    from tools.masks import mask_path
 
     seen: dict[str, tuple[str, Path]] = {}
     clashes = []
@@ -218,25 +219,6 @@ def run_evaluation(evaluator: Any, output_dir: str | Path) -> None:
     """
     check_output_dir(output_dir)
     _run_reporting_skips(evaluator, f"metrics in {Path(output_dir) / 'metrics.json'}")
-
-
-_TRUE, _FALSE = ("true", "1", "yes", "y", "on"), ("false", "0", "no", "n", "off", "none", "")
-
-
-def as_flag(value: Any, name: str) -> bool:
-    """A yes/no option from a config or the command line (``--overwrite true`` reaches the config as the string
-    ``"true"``, which Python would read as true whatever it says).
-
-    Raises:
-        ValueError: for anything but a boolean, 0/1, None or one of the words true/false, yes/no, on/off.
-    """
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"--{name} must be true or false, got {value!r}.")
 
 
 _PROJECT_PACKAGES = ("tools", "custom_networks")

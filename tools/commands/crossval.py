@@ -36,13 +36,12 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-from tools.compare import CompareError, _bundle_files, _parse_overrides, _workflow
-from tools.data.splits import FOLD_GROUPS
+from tools.commands.runs import CompareError, _bundle_files, _parse_overrides, _workflow
 from tools.io import atomic_write_text
 from tools.metrics.bootstrap import summarise_with_ci
 from tools.run_control import ProgressLog, attach_early_stopping
 
-__all__ = ["CrossvalError", "fold_group_of", "crossval", "pooled_table", "PROMOTE_CHOICES", "promote_crossval"]
+__all__ = ["CrossvalError", "fold_group_of", "crossval", "pooled_table", "crossval_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -341,68 +340,6 @@ def crossval(
                if m in result["pooled"]]
     atomic_write_text(out_root / "crossval.md", _markdown(result, metrics))
     return result
-
-
-PROMOTE_CHOICES = ("auto", "single", "ensemble")
-
-
-def promote_crossval(cv_dir: str | Path, bundle_dir: str | Path, choice: str = "auto", metric: str = "dice",
-                     dtype: str = "float16") -> dict:
-    """Ship a cross-validation run's models as the bundle's weights, and write what was chosen into its docs.
-
-    - ``"ensemble"``: every fold's model to ``models/fold<k>/model.pt`` (``configs/inference_ensemble.json`` averages
-      their probabilities), and the fold model with the best held-out ``metric`` to ``models/model.pt`` (the single
-      network that ``inference.json``, MONAI Label and the exports use).
-    - ``"single"``: only that fold model, to ``models/model.pt``; fold models of an earlier promotion are removed.
-    - ``"auto"``: the ensemble. A fold ensemble cannot be scored out of fold (each item was in the training set of
-      K - 1 of its members), so the pooled CV cannot rank it against one of its members directly; the mean of the
-      members' probabilities is the better-founded choice (nnU-Net ships its five folds the same way), and the
-      measured out-of-fold gains of probability averaging are reported beside the CV table where we have them.
-
-    Each file is loaded strictly into the network of ``configs/inference.json`` first (:func:`tools.checkpoints.promote`)
-    and written whole or not at all. ``docs/crossval.md`` gets the run's ``crossval.md`` and the choice.
-
-    Raises:
-        CrossvalError: if ``cv_dir`` holds no finished run (``crossval.json`` with pooled metrics), ``choice`` is
-            unknown, or ``metric`` is not in the folds' metrics.
-    """
-    import shutil
-
-    from tools.checkpoints import promote
-
-    cv, bundle = Path(cv_dir).resolve(), Path(bundle_dir).resolve()
-    if choice not in PROMOTE_CHOICES:
-        raise CrossvalError(f"choice must be one of {PROMOTE_CHOICES}, got {choice!r}.")
-    summary_file = cv / "crossval.json"
-    if not summary_file.is_file():
-        raise CrossvalError(f"{summary_file}: not a finished cross-validation run (run `python -m tools crossval`).")
-    result = json.loads(summary_file.read_text())
-    if not result.get("pooled"):
-        raise CrossvalError(f"{summary_file}: not every fold is done; nothing was written.")
-    folds = result["folds"]
-    if any(metric not in f["metrics"] for f in folds):
-        raise CrossvalError(f"{summary_file}: no metric {metric!r} in the folds' metrics.")
-    best = max(folds, key=lambda f: (f["metrics"][metric] if f["metrics"][metric] is not None else -1.0))
-    chosen = "ensemble" if choice == "auto" else choice
-    written = [promote(cv / f"fold{best['fold']}", bundle, dtype)]
-    for stale in (bundle / "models").glob("fold*"):
-        if stale.is_dir():
-            shutil.rmtree(stale)
-    if chosen == "ensemble":
-        for f in folds:
-            written.append(promote(cv / f"fold{f['fold']}", bundle, dtype, destination=f"models/fold{f['fold']}/model.pt"))
-    pooled = result["pooled"]
-    ci = pooled.get(f"{metric}_ci95")
-    note = (
-        f"\n## Shipped\n\n`python -m tools promote {cv_dir} {bundle_dir} --choice {choice} --metric {metric}` "
-        f"shipped the {'fold ensemble (' + str(len(folds)) + ' models under models/fold<k>/model.pt; configs/inference_ensemble.json)' if chosen == 'ensemble' else 'single model'}"
-        f"; models/model.pt is fold {best['fold']} (best held-out {metric} {best['metrics'][metric]:.4f}). "
-        f"Pooled out-of-fold {metric} of the recipe: {pooled[metric]:.4f}"
-        + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "") + ".\n"
-    )
-    atomic_write_text(bundle / "docs" / "crossval.md", (cv / "crossval.md").read_text() + note)
-    return {"choice": chosen, "single_fold": best["fold"], "written": [w["destination"] for w in written],
-            "docs": str(bundle / "docs" / "crossval.md")}
 
 
 def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = None, max_epochs: int | None = None,

@@ -5,11 +5,11 @@ in the module named for what it handles:
 - :mod:`tools.pipelines.slices`: grey 2D slices (8-bit CT slices, 16-bit mapped or refused) and their masks.
 - :mod:`tools.pipelines.ct`: CT volumes, and the COVID-19 CT bundles' lesion post-processing.
 - :mod:`tools.pipelines.rgb`: RGB photographs (colonoscopy, dermoscopy), their normalisation and its statistics.
-- :mod:`tools.pipelines.masks`: writing the masks (every bundle's inference).
+- :mod:`tools.masks`: writing the masks (every bundle's inference).
 """
 
 from tools.pipelines.ct import LUNG_REGION_KEY, ct_volume_preprocessing, lesion_postprocessing
-from tools.pipelines.masks import MASK_POSTFIX, mask_path, mask_saver
+from tools.masks import MASK_POSTFIX, mask_path, mask_saver
 from tools.pipelines.rgb import (
     bundle_channel_stats,
     channel_stats,

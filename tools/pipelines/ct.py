@@ -26,7 +26,7 @@ from monai.transforms import (
 )
 
 from tools.lung_mask import LungMaskd
-from tools.pipelines.masks import mask_saver
+from tools.masks import mask_saver
 from tools.transforms import CheckDicomSeriesd, CheckedLoadImaged, CheckHUd, CheckInputd
 
 __all__ = ["ct_volume_preprocessing", "LUNG_REGION_KEY", "lesion_postprocessing"]

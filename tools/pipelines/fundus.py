@@ -27,10 +27,11 @@ from monai.transforms import (
 
 from tools.errors import OutputError
 from tools.io import AtomicPILWriter
-from tools.pipelines.masks import mask_path
+from tools.masks import mask_path
 from tools.pipelines.rgb import rgb_reader
 from tools.pipelines.slices import grey_reader
-from tools.runner import as_flag, run_inference
+from tools.options import as_flag
+from tools.runner import run_inference
 from tools.training_options import CLAHEd
 from tools.transforms import CheckBinaryMaskd, CheckedLoadImaged, CheckInputd
 

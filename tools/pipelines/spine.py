@@ -31,7 +31,7 @@ from monai.transforms import (
 
 from tools.errors import InputError
 from tools.input_checks import check_label_map
-from tools.pipelines.masks import mask_saver
+from tools.masks import mask_saver
 from tools.transforms import CheckDicomSeriesd, CheckedLoadImaged, CheckHUd, CheckInputd
 
 __all__ = [

@@ -20,6 +20,8 @@ one whose last part is not there adds that key. A key that itself contains ``#``
 
 from __future__ import annotations
 
+import sys
+
 import json
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,8 @@ from typing import Any
 __all__ = ["PER_BUNDLE", "OPTIONAL", "TEMPLATES", "RenderError", "apply_overlay", "render_overlay",
            "render_bundle_configs", "render_all", "dump_config"]
 
-TEMPLATES = Path(__file__).resolve().parent / "bundle_templates"
-BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+TEMPLATES = Path(__file__).resolve().parents[1] / "bundle_templates"
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 PER_BUNDLE = "<per-bundle>"
 OPTIONAL = "<per-bundle-optional>"
 COMMON = "common"
@@ -186,3 +188,32 @@ def render_all(bundles_dir: str | Path | None = None, check: bool = False,
                 if not check:
                     atomic_write_text(target, text)
     return differing
+
+
+# ---------------------------------------------------------------- the command line (python -m tools render_configs)
+
+
+def render_configs_command(check: bool = False) -> str:
+    """Write each bundle's shared configs from its family's template and its overlay; print what was written.
+
+    The shared configs (train, evaluate, inference, multi_gpu_train.json, logging.conf) are rendered from
+    tools/bundle_templates/ (its README.md describes the layout); metadata.json and the bundle-only overlays are not.
+    Exits 1 with a message on a template or overlay that cannot be rendered, and with --check on any committed file
+    that differs from its rendering (naming each).
+
+    Args:
+        check: write nothing; exit 1 naming each file that differs from its rendering.
+    """
+    try:
+        differing = render_all(check=check)
+    except RenderError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    names = [str(p.relative_to(TEMPLATES.parents[1])) for p in differing]
+    if check:
+        if names:
+            print("differs from its rendering (run python -m tools render_configs): " + ", ".join(names),
+                  file=sys.stderr)
+            sys.exit(1)
+        return "every rendered config matches tools/bundle_templates/"
+    return "wrote " + ", ".join(names) if names else "every rendered config was up to date"

@@ -22,14 +22,14 @@ import jsonschema
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_net_in_out
 
-from tools.export import export_torchscript
+from tools.commands.export import export_torchscript
 
 __all__ = [
     "BundleCheckError", "CHECKS", "REQUIRED_FILES", "SCHEMA_PATH", "verify_bundle", "verify_dataset_dir",
     "check", "check_config_paths",
 ]
 
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "meta_schema_20240725.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "meta_schema_20240725.json"
 REQUIRED_FILES = (
     "configs/metadata.json",
     "configs/train.json",
@@ -110,7 +110,7 @@ def check_configs_parse(bundle: Path) -> None:
 _PARENT_DIR = re.compile(r"(?:^|[/\\'\"\s])\.\.(?:[/\\'\"]|$)")  # a ".." path component
 # a string that is an absolute path, or an expression that starts with one: "/data/x", "$'/data/x' + ...", "C:\\x"
 _ABSOLUTE = re.compile(r"""^(?:\$\s*[rRuU]?['"])?(?:/(?![/*])|[A-Za-z]:[/\\]|\\\\)""")
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def _strings(value: object, where: str = "") -> list[tuple[str, str]]:
@@ -344,3 +344,39 @@ def _verify(bundle: Path, dataset_dir: str | Path | None, on_pass: Callable[[str
 
 
 check = verify_bundle
+
+
+# ---------------------------------------------------------------- the command line (python -m tools verify)
+
+
+def verify_command(bundle_dir: str, dataset_dir: str | None = None) -> str:
+    """Run a bundle's offline checks in order, printing each one's name as it passes; exit 1 at the first failure.
+
+    The checks, by name (``tools.commands.verify.CHECKS``):
+        required files: the model-zoo layout's files are present (configs, docs, licences, models/model.pt).
+        metadata schema and changelog: metadata.json matches MONAI's schema; its version has a changelog entry.
+        configs parse: every config parses (overlays merged on top of train.json).
+        configs stay inside the bundle: no config string reaches outside the bundle's folder ('../', an absolute
+            path, a sibling bundle's name).
+        workflow properties: the train and infer workflows have MONAI's required properties.
+        network input/output: network_def maps metadata.json's input to its output (channels, dtype, size).
+        TorchScript round trip: the exported models/model.pt gives the eager network's output.
+
+    Nothing is written into the bundle (temporary output folder and export file).
+
+    Args:
+        bundle_dir: the bundle folder (e.g. bundles/covid19_lesion_ct_rcbunetpp_segmentation).
+        dataset_dir: the data the train workflow is instantiated with for the properties check; default the
+            bundle's own sample data (its train.json's verify_dataset_dir, else sample_data/dataset).
+    """
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        passed = verify_bundle(bundle_dir, dataset_dir, on_pass=lambda name: print(f"ok: {name}", flush=True))
+    except BundleCheckError as e:
+        print(f"FAILED: {e.check or 'bundle'}: {e}", file=sys.stderr)
+        names = [name for name, _ in CHECKS]
+        not_run = names[names.index(e.check) + 1:] if e.check in names else names
+        if not_run:
+            print(f"not run: {', '.join(not_run)}", file=sys.stderr)
+        sys.exit(1)
+    return f"{bundle_dir}: all {len(passed)} checks passed"

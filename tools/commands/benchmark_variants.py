@@ -17,14 +17,14 @@ bundle's ``train.json`` (the same ids as a ``--key value`` override), e.g.::
     }
 
 ``overrides`` (optional) applies to every variant (and yields to ``--max_epochs`` and the command's own overrides).
-Everything else is :func:`tools.compare.compare_variants`: every variant is trained by the bundle's ``train.json``
+Everything else is :func:`tools.commands.compare.compare_variants`: every variant is trained by the bundle's ``train.json``
 plus its overlay (same data, split, seed and schedule), its best validation checkpoint is evaluated on the
 validation split by ``evaluate.json``, and its parameters and training time are recorded.
 
 Output, for ``output_dir`` ``OUT`` (default ``<bundle>/eval/benchmark_<grid name>``):
 
 - ``OUT/overlays/<variant>.json``: each variant's overlay, written from the grid (the config files trained with);
-- ``OUT/<variant>/...`` and ``OUT/comparison.{json,md}``: as :func:`tools.compare.compare_variants` writes them;
+- ``OUT/<variant>/...`` and ``OUT/comparison.{json,md}``: as :func:`tools.commands.compare.compare_variants` writes them;
 - ``OUT/benchmark.csv``: one row a variant: its overlay, parameters, epochs, training seconds, and each metric of
   its ``metrics.json`` with the bounds of its 95% interval;
 - ``OUT/benchmark.md``: the same as a markdown table;
@@ -32,6 +32,8 @@ Output, for ``output_dir`` ``OUT`` (default ``<bundle>/eval/benchmark_<grid name
 """
 
 from __future__ import annotations
+
+import sys
 
 import csv
 import io
@@ -42,7 +44,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tools.compare import CompareError, compare_variants
+from tools.commands.compare import compare_variants
+from tools.commands.runs import CompareError, _json_words
 from tools.io import atomic_path, atomic_write_text
 
 __all__ = ["GridError", "METRICS", "load_grid", "benchmark_variants", "benchmark_table", "plot_benchmark"]
@@ -192,13 +195,13 @@ def benchmark_variants(
         max_epochs: training epochs of every variant; default the grid's ``overrides``, else the bundle's own.
         dataset_dir: the data folder; default the bundle's own (under ``SEG_DATA_ROOT``).
         overrides: config ids applied to every variant after the grid's ``overrides`` (dict, JSON text or file).
-        reuse: keep a variant's results when its settings did not change (see :func:`tools.compare.compare_variants`).
+        reuse: keep a variant's results when its settings did not change (see :func:`tools.commands.compare.compare_variants`).
 
     Returns:
         ``{"bundle", "grid", "description", "rows": [...], "table", "files": {"csv", "md", "png", "comparison"}}``.
 
     Raises:
-        GridError: for a bad grid file; CompareError: as :func:`tools.compare.compare_variants`.
+        GridError: for a bad grid file; CompareError: as :func:`tools.commands.compare.compare_variants`.
     """
     bundle = Path(bundle_dir).resolve()
     spec = load_grid(grid)
@@ -244,3 +247,45 @@ def benchmark_variants(
     logger.info("benchmark of %d variants written to %s", len(rows), out)
     return {"bundle": bundle.name, "grid": grid_name, "description": spec["description"], "rows": rows,
             "table": table, "files": files}
+
+
+# ---------------------------------------------------------------- the command line (python -m tools benchmark_variants)
+
+
+def benchmark_variants_command(
+    bundle_dir: str,
+    grid: str,
+    output_dir: str | None = None,
+    max_epochs: int | None = None,
+    dataset_dir: str | None = None,
+    overrides: dict | str | None = None,
+    reuse: bool = False,
+) -> str:
+    """Train and evaluate a grid of variants the same way; write a CSV, a markdown table and a plot; print the table.
+
+    Each variant of the grid file is a named overlay of config ids on the bundle's train.json; it is trained and its
+    best checkpoint evaluated on the validation split (tools.commands.compare), then OUTPUT_DIR/benchmark.csv, benchmark.md
+    and benchmark.png (validation Dice against training time and parameters) are written.
+    Exits 1 with a message on a bad grid file, bad overrides or a run that saved no checkpoint.
+
+    Args:
+        bundle_dir: the bundle folder.
+        grid: the grid file, {"description": text, "overrides": {id: value}, "variants": {name: {id: value}}}
+            (e.g. BUNDLE_DIR/configs/grids/survey.json).
+        output_dir: where to write; default BUNDLE_DIR/eval/benchmark_<grid file name>.
+        max_epochs: training epochs of every variant; default the grid's overrides, else the bundle's own.
+        dataset_dir: the dataset folder itself; default the bundle's own dataset_dir (under SEG_DATA_ROOT).
+        overrides: config id -> value applied to every variant after the grid's own overrides, as a JSON file or an
+            inline JSON object / Python dict literal.
+        reuse: keep a variant's results when OUTPUT_DIR/<variant>/result.json holds the same settings, instead of
+            training it again.
+    """
+    if isinstance(overrides, dict):
+        overrides = _json_words(overrides)
+    try:
+        result = benchmark_variants(bundle_dir, grid, output_dir=output_dir, max_epochs=max_epochs, dataset_dir=dataset_dir,
+                          overrides=overrides, reuse=reuse)
+    except CompareError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    return result["table"]

@@ -29,18 +29,20 @@ Output, for ``output_dir`` ``OUT``:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 
+from tools.commands.runs import (CompareError, _bundle_files, _check_schedule, _json_words, _parse_overrides, _sha256,
+                                 _workflow)
 from tools.io import atomic_write_text
 
 __all__ = ["CompareError", "TABLE_COLUMNS", "bundle_variants", "compare_variants", "comparison_table"]
@@ -60,24 +62,6 @@ TABLE_COLUMNS = (
     ("specificity", "specificity"),
     ("accuracy", "accuracy"),
 )
-
-
-class CompareError(RuntimeError):
-    """The comparison cannot run or produced no checkpoint; the message names the bundle, variant or file."""
-
-
-def _bundle_files(bundle: Path) -> dict[str, Path]:
-    files = {
-        "train": bundle / "configs" / "train.json",
-        "evaluate": bundle / "configs" / "evaluate.json",
-        "metadata": bundle / "configs" / "metadata.json",
-        "logging": bundle / "configs" / "logging.conf",
-    }
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise CompareError(f"{bundle}: not a bundle with train.json, evaluate.json, metadata.json and logging.conf "
-                           f"in configs/ (missing: {', '.join(missing)}).")
-    return files
 
 
 def _main_variant_name(bundle: Path, train_json: Path) -> str:
@@ -108,22 +92,6 @@ def bundle_variants(bundle_dir: str | Path) -> dict[str, Path | None]:
     return variants
 
 
-def _parse_overrides(overrides: Mapping | str | None) -> dict:
-    if overrides is None:
-        return {}
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    if isinstance(overrides, str):
-        text = Path(overrides).read_text() if Path(overrides).is_file() else overrides
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CompareError(f"overrides {overrides!r}: neither a JSON object nor a JSON file ({e}).") from e
-        if isinstance(value, dict):
-            return value
-    raise CompareError(f"overrides must be a dict of config id -> value (or its JSON), got {overrides!r}.")
-
-
 def _parse_variants(variants: Sequence[str] | str | None, available: Mapping[str, Path | None], bundle: Path) -> list[str]:
     if variants is None:
         names = list(available)
@@ -142,35 +110,6 @@ def _parse_variants(variants: Sequence[str] | str | None, available: Mapping[str
     if len(set(names)) != len(names):
         raise CompareError(f"variants repeat a name: {names}.")
     return names
-
-
-def _sha256(paths: Sequence[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def _workflow(config_files: Sequence[Path], files: Mapping[str, Path], bundle: Path, run_id: str,
-              override: Mapping) -> ConfigWorkflow:
-    return ConfigWorkflow(
-        config_file=[str(f) for f in config_files], meta_file=str(files["metadata"]),
-        logging_file=str(files["logging"]), run_id=run_id, workflow_type=None, bundle_root=str(bundle), **override,
-    )
-
-
-def _check_schedule(name: str, configs: list[Path], bundle: Path, common: Mapping) -> None:
-    """Refuse, before any training, a schedule whose validation never runs (so that no checkpoint is saved)."""
-    parser = ConfigParser()
-    parser.read_config([str(c) for c in configs])
-    parser.update({"bundle_root": str(bundle), **common})
-    max_epochs = int(parser.get_parsed_content("train#trainer#max_epochs"))
-    val_interval = int(parser.get_parsed_content("val_interval")) if "val_interval" in parser else None
-    if val_interval is not None and max_epochs < val_interval:
-        raise CompareError(
-            f"{name}: max_epochs {max_epochs} < val_interval {val_interval}: validation would never run and no best "
-            f"checkpoint would be saved; raise --max_epochs or pass --overrides '{{\"val_interval\": {max_epochs}}}'."
-        )
 
 
 def _train_variant(name: str, configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path,
@@ -273,7 +212,7 @@ def compare_variants(
         reuse: keep a variant's results when ``output_dir/<variant>/result.json`` holds the same settings (epochs,
             data, overrides and the bytes of the config files used) instead of training it again.
         extra_variants: more variants, ``{name: overlay file}``, beside the bundle's own (overlays kept outside
-            ``configs/baselines/``, e.g. those :mod:`tools.benchmark_variants` writes from a grid file); a name the
+            ``configs/baselines/``, e.g. those :mod:`tools.commands.benchmark_variants` writes from a grid file); a name the
             bundle already has is refused.
 
     Returns:
@@ -361,3 +300,47 @@ def compare_variants(
     )
     atomic_write_text(out_root / "comparison.md", header + table)
     return result
+
+
+# ---------------------------------------------------------------- the command line (python -m tools compare)
+
+
+def compare_command(
+    bundle_dir: str,
+    variants: list | str | None = None,
+    max_epochs: int | None = None,
+    output_dir: str | None = None,
+    dataset_dir: str | None = None,
+    overrides: dict | str | None = None,
+    reuse: bool = False,
+) -> str:
+    """Train the bundle's network and its baselines the same way, evaluate each; print the markdown table.
+
+    Each variant is trained with the bundle's train.json (plus its configs/baselines/<variant>.json overlay) and
+    its best checkpoint evaluated on the validation split; OUTPUT_DIR/comparison.json and .md are written.
+    Exits 1 with a message on an unknown variant, bad overrides or a run that saved no checkpoint.
+
+    Args:
+        bundle_dir: the bundle folder.
+        variants: variant names, a list ("['resattunet','unet']") or a comma-separated string; default all of the
+            bundle's variants (its own network first, then configs/baselines/*.json).
+        max_epochs: training epochs of every variant; default the bundle's own.
+        output_dir: where to write; default BUNDLE_DIR/eval/compare. A variant's previous results there are
+            replaced.
+        dataset_dir: the dataset folder itself (e.g. .../covid19_ct_lesion_medseg); default the bundle's own
+            dataset_dir (under SEG_DATA_ROOT).
+        overrides: config id -> value applied to every variant's training and evaluation, as a JSON file, or an
+            inline JSON object / Python dict literal (fire parses it as a Python literal, so the JSON words true,
+            false and null arrive as strings and are converted back here).
+        reuse: keep a variant's results when OUTPUT_DIR/<variant>/result.json holds the same settings, instead of
+            training it again.
+    """
+    if isinstance(overrides, dict):
+        overrides = _json_words(overrides)
+    try:
+        result = compare_variants(bundle_dir, variants=variants, output_dir=output_dir, max_epochs=max_epochs,
+                                  dataset_dir=dataset_dir, overrides=overrides, reuse=reuse)
+    except CompareError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    return result["table"]

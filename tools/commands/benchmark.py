@@ -5,6 +5,8 @@ Timings belong in results files written here, never in tests.
 
 from __future__ import annotations
 
+import sys
+
 import json
 import logging
 import platform
@@ -296,3 +298,37 @@ def benchmark_training(bundle_dir: str | Path, output_json: str | Path | None = 
     out = Path(output_json) if output_json else bundle / "benchmark_train.json"
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     return result
+
+
+# ---------------------------------------------------------------- the command line (python -m tools benchmark)
+
+
+def benchmark_command(bundle_dir: str, input: str | None = None, mode: str = "infer", output_json: str | None = None,  # noqa: A002
+              repeats: int = 3, steps: int = 3, rounds: int = 3, compile: bool = False) -> str:  # noqa: A002
+    """Time the bundle's inference on INPUT (--mode infer) or its training step (--mode train); print the results.
+
+    Writes the results file and prints it as JSON. Timings belong in these files and the docs, never in tests.
+
+    Args:
+        bundle_dir: the bundle folder.
+        input: --mode infer: an image, a folder of images, a NIfTI volume or a DICOM-series folder.
+        mode: infer (the bundle's inference.json workflow, model load excluded) or train (the real training step
+            of train.json on synthetic tensors: fp32-contiguous baseline, the config's default on this machine,
+            and the other precision / memory-format variants).
+        output_json: the results file; default BUNDLE_DIR/benchmark_inference.json or benchmark_train.json.
+        repeats: --mode infer: timed runs after one warm-up.
+        steps: --mode train: timed steps per round.
+        rounds: --mode train: rounds interleaved across variants (each variant keeps its fastest round).
+        compile: --mode train: also time torch.compile of the network.
+    """
+    if mode == "train":
+        result = benchmark_training(bundle_dir, output_json, steps=steps, rounds=rounds, compile=compile)
+    elif mode == "infer":
+        if input is None:
+            print("FAILED: --mode infer needs INPUT (an image, folder, NIfTI volume or DICOM folder).", file=sys.stderr)
+            sys.exit(2)
+        result = benchmark_inference(bundle_dir, input, output_json, repeats)
+    else:
+        print(f"FAILED: --mode must be 'infer' or 'train', got {mode!r}.", file=sys.stderr)
+        sys.exit(2)
+    return json.dumps(result, indent=2)

@@ -1,7 +1,7 @@
 """``python -m tools serve``: MONAI Label's server, offline, with this repository's bundles (needs ``.[monailabel]``).
 
 The server is MONAI Label's own (``monailabel.main``, uvicorn, the ``monailabel.app`` FastAPI app) started in this
-process, with :class:`tools.monailabel_app.SegBundlesApp` as its app: no model-zoo downloads (bundles are served
+process, with :class:`tools.integrations.monailabel_app.SegBundlesApp` as its app: no model-zoo downloads (bundles are served
 from their folders), no SAM 2 model, no internet needed.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 __all__ = ["APP_MAIN", "bundle_dirs", "model_spec", "prepare_app", "served_copies", "serve"]
 
-APP_MAIN = '''"""MONAI Label app folder written by `python -m tools serve`; the app is tools.monailabel_app.SegBundlesApp."""
-from tools.monailabel_app import SegBundlesApp
+APP_MAIN = '''"""MONAI Label app folder written by `python -m tools serve`; the app is tools.integrations.monailabel_app.SegBundlesApp."""
+from tools.integrations.monailabel_app import SegBundlesApp
 
 
 class App(SegBundlesApp):
@@ -30,7 +30,7 @@ def bundle_dirs(bundles: str | list[str] | tuple[str, ...] | None = None) -> lis
     Raises:
         FileNotFoundError: naming a bundle that has no ``configs/inference.json``.
     """
-    root = Path(__file__).resolve().parent.parent / "bundles"
+    root = Path(__file__).resolve().parents[2] / "bundles"
     if bundles is None:
         found = sorted(p for p in root.iterdir() if (p / "configs" / "inference.json").is_file()
                        and not p.name.startswith("_")) if root.is_dir() else []
@@ -52,7 +52,7 @@ def bundle_dirs(bundles: str | list[str] | tuple[str, ...] | None = None) -> lis
 
 def model_spec(dirs: list[Path]) -> dict[str, dict]:
     """MONAI Label models of the bundles: ``{name: {"bundle": DIR, "configs": [...]}}`` (the app's ``models``
-    setting, :func:`tools.monailabel_app.parse_models`). A bundle with ``configs/inference_ct.json`` (an MRI bundle
+    setting, :func:`tools.integrations.monailabel_app.parse_models`). A bundle with ``configs/inference_ct.json`` (an MRI bundle
     that also has a CT configuration) adds a second model ``<name>_ct`` merging it over ``inference.json``."""
     spec = {}
     for d in dirs:
@@ -100,7 +100,7 @@ def served_copies(dirs: list[Path], app: Path) -> list[Path]:
 def serve(studies: str, host: str = "127.0.0.1", port: int = 8000, bundles=None, app_dir: str = "monailabel_app",
           skip_trainers: bool = False, dryrun: bool = False) -> None:
     """Start MONAI Label's server (blocking) with the bundles; see :func:`tools.cli.serve`."""
-    from tools.torchvision_ops import ensure_torchvision_imports
+    from tools.integrations.torchvision_ops import ensure_torchvision_imports
 
     ensure_torchvision_imports()
     try:
@@ -120,3 +120,34 @@ def serve(studies: str, host: str = "127.0.0.1", port: int = 8000, bundles=None,
         argv.append("--dryrun")
     sys.argv = argv
     Main().run()
+
+
+# ---------------------------------------------------------------- the command line (python -m tools serve)
+
+
+def serve_command(studies: str, host: str = "127.0.0.1", port: int = 8000, bundles: str | None = None,
+          app_dir: str = "monailabel_app", skip_trainers: bool = False) -> None:
+    """Start MONAI Label's server, offline, serving the bundles for inference and training (blocks until stopped).
+
+    Needs the extra: pip install -e ".[monailabel]". Every bundle is a MONAI Label model named after its folder
+    (a bundle with configs/inference_ct.json adds <name>_ct, its CT configuration); 2D inputs give PNG label maps
+    of the input's size, volumes (NIfTI, NRRD, MetaImage, DICOM series) NIfTI label maps with the input's affine,
+    labels 0 = background and 1 = the class (metadata.json's channel_def). The bundles are served from copies in
+    APP_DIR/bundles/ (the repository's are never written); POST /train/<model> trains into
+    APP_DIR/runs/<model>/<time>/ and promotes the run's best validation model to the served copy's
+    models/model.pt, which the next inference uses. No model-zoo download, no SAM 2 model: nothing leaves the machine.
+
+    Args:
+        studies: the studies folder (images; MONAI Label keeps labels in STUDIES/labels/final/); created if absent.
+        host: the address to listen on (127.0.0.1: this machine only).
+        port: the port.
+        bundles: comma-separated bundle folders or names under bundles/ (default: every bundle of the repository).
+        app_dir: the app folder MONAI Label runs from (written if absent; holds the served copies of the bundles,
+            MONAI Label's logs and the training runs).
+        skip_trainers: serve inference only.
+    """
+    try:
+        serve(studies, host=host, port=port, bundles=bundles, app_dir=app_dir, skip_trainers=skip_trainers)
+    except (ImportError, FileNotFoundError) as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -24,3 +24,16 @@ def export_torchscript(bundle: Path | str, filepath: Path | str | None = None) -
         bundle_root=str(bundle),
     )
     return filepath
+
+
+# ---------------------------------------------------------------- the command line (python -m tools export)
+
+
+def export_command(bundle_dir: str, filepath: str | None = None) -> str:
+    """Export the bundle's models/model.pt to TorchScript (MONAI's ckpt_export); print the file's path.
+
+    Args:
+        bundle_dir: the bundle folder.
+        filepath: the TorchScript file to write; default BUNDLE_DIR/models/model.ts.
+    """
+    return str(export_torchscript(bundle_dir, filepath))
