@@ -18,7 +18,8 @@ from monai.bundle import run
 from PIL import Image
 
 from conftest import BUNDLES, REPO
-from tools.commands.crossval import CrossvalError, crossval, promote_crossval
+from tools.commands.crossval import CrossvalError, crossval
+from tools.commands.promote import promote_crossval
 from tools.data import fold_groups, kfold_split
 from tools.semi_supervised import LabelledPlusPseudoSampler
 
@@ -104,8 +105,10 @@ def ensemble_bundle(cv_run, tmp_path_factory) -> Path:
     cfg = json.loads((dst / "configs" / "inference.json").read_text())
     cfg["network_def"]["features"] = TINY["network_def#features"]
     (dst / "configs" / "inference.json").write_text(json.dumps(cfg, indent=4))
+    shipped = (dst / "models" / "model.pt").read_bytes()
     promoted = promote_crossval(cv_run, dst, choice="auto")
     assert promoted["choice"] == "ensemble"
+    assert (dst / "models" / "model.pt").read_bytes() == shipped  # the single model is left as it was
     return dst
 
 
@@ -170,6 +173,8 @@ def test_semi_supervised_config_trains_two_rounds_end_to_end(tmp_path):
         with Image.open(masks[0]) as m, Image.open(unlabelled / "u0.jpg") as im:
             assert m.size == im.size and set(np.unique(np.asarray(m))) <= {0, 255}
         assert (out / f"round{r}" / "model.pt").is_file()
+    window = json.loads((out / "unlabelled_window" / "window.json").read_text())  # step 0: the labelled slices' window
+    assert len(window["written"]) == 3 and all(v["used"] for v in window["report"]["volumes"].values())
 
 
 def test_sampler_takes_every_labelled_item_and_fresh_pseudo_items_each_epoch():

@@ -26,9 +26,11 @@ def promote_crossval(cv_dir: str | Path, bundle_dir: str | Path, choice: str = "
     """Ship a cross-validation run's models as the bundle's weights, and write what was chosen into its docs.
 
     - ``"ensemble"``: every fold's model to ``models/fold<k>/model.pt`` (``configs/inference_ensemble.json`` averages
-      their probabilities), and the fold model with the best held-out ``metric`` to ``models/model.pt`` (the single
-      network that ``inference.json``, MONAI Label and the exports use).
-    - ``"single"``: only that fold model, to ``models/model.pt``; fold models of an earlier promotion are removed.
+      their probabilities); ``models/model.pt`` (the single network that ``inference.json``, MONAI Label and the
+      exports use) is left as it is: a fold model was trained on (K - 1) / K of the data and picked on one small
+      fold, which is no reason to replace a model trained on more.
+    - ``"single"``: the fold model with the best held-out ``metric`` to ``models/model.pt``; fold models of an earlier
+      promotion are removed.
     - ``"auto"``: the ensemble. A fold ensemble cannot be scored out of fold (each item was in the training set of
       K - 1 of its members), so the pooled CV cannot rank it against one of its members directly; the mean of the
       members' probabilities is the better-founded choice (nnU-Net ships its five folds the same way), and the
@@ -57,25 +59,29 @@ def promote_crossval(cv_dir: str | Path, bundle_dir: str | Path, choice: str = "
         raise CrossvalError(f"{summary_file}: no metric {metric!r} in the folds' metrics.")
     best = max(folds, key=lambda f: (f["metrics"][metric] if f["metrics"][metric] is not None else -1.0))
     chosen = "ensemble" if choice == "auto" else choice
-    written = [promote(cv / f"fold{best['fold']}", bundle, dtype)]
-    for stale in (bundle / "models").glob("fold*"):
-        if stale.is_dir():
-            shutil.rmtree(stale)
+    written = []
     if chosen == "ensemble":
         for f in folds:
             written.append(promote(cv / f"fold{f['fold']}", bundle, dtype, destination=f"models/fold{f['fold']}/model.pt"))
+    else:
+        written.append(promote(cv / f"fold{best['fold']}", bundle, dtype))
+        for stale in (bundle / "models").glob("fold*"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
     pooled = result["pooled"]
     ci = pooled.get(f"{metric}_ci95")
     note = (
         f"\n## Shipped\n\n`python -m tools promote {cv_dir} {bundle_dir} --choice {choice} --metric {metric}` "
-        f"shipped the {'fold ensemble (' + str(len(folds)) + ' models under models/fold<k>/model.pt; configs/inference_ensemble.json)' if chosen == 'ensemble' else 'single model'}"
-        f"; models/model.pt is fold {best['fold']} (best held-out {metric} {best['metrics'][metric]:.4f}). "
-        f"Pooled out-of-fold {metric} of the recipe: {pooled[metric]:.4f}"
+        + (f"shipped the fold ensemble ({len(folds)} models under models/fold<k>/model.pt, for "
+           "configs/inference_ensemble.json); models/model.pt was left as it was. " if chosen == "ensemble" else
+           f"shipped fold {best['fold']}'s model as models/model.pt (best held-out {metric} "
+           f"{best['metrics'][metric]:.4f}). ")
+        + f"Pooled out-of-fold {metric} of the recipe: {pooled[metric]:.4f}"
         + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "") + ".\n"
     )
     atomic_write_text(bundle / "docs" / "crossval.md", (cv / "crossval.md").read_text() + note)
-    return {"choice": chosen, "single_fold": best["fold"], "written": [w["destination"] for w in written],
-            "docs": str(bundle / "docs" / "crossval.md")}
+    return {"choice": chosen, "single_fold": best["fold"] if chosen == "single" else None,
+            "written": [w["destination"] for w in written], "docs": str(bundle / "docs" / "crossval.md")}
 
 
 
@@ -95,8 +101,8 @@ def promote_command(run_dir: str, bundle_dir: str, dtype: str = "float16", choic
         bundle_dir: the bundle whose models/model.pt is replaced.
         dtype: the floating-point type of the shipped weights (float16, bfloat16 or float32).
         choice: for a cross-validation run: ensemble (every fold to models/fold<k>/model.pt, for
-            configs/inference_ensemble.json, and the best fold to models/model.pt), single (the best fold only), or
-            auto (the ensemble: it cannot be scored out of fold, see promote_crossval). The
+            configs/inference_ensemble.json; models/model.pt left as it is), single (the best fold to
+            models/model.pt), or auto (the ensemble: it cannot be scored out of fold, see promote_crossval). The
             choice and the CV table are written to BUNDLE/docs/crossval.md.
         metric: for a cross-validation run: the held-out metric that names the best fold (e.g. dice, mean_dice_256).
     """
