@@ -186,3 +186,13 @@ def test_sampler_takes_every_labelled_item_and_fresh_pseudo_items_each_epoch():
     assert first != second
     with pytest.raises(ValueError):
         LabelledPlusPseudoSampler(0, 10, 3)
+
+
+def test_group_table_lists_each_clip_worst_first_with_its_fold():
+    from tools.commands.crossval_tables import group_table
+
+    rows = [{"image": "1.jpg", "dice": "0.9", "fold": "0"}, {"image": "2.jpg", "dice": "0.7", "fold": "0"},
+            {"image": "30.jpg", "dice": "0.2", "fold": "1"}, {"image": "31.jpg", "dice": "nan", "fold": "1"}]
+    lines = group_table(rows, "clip", ["dice"])
+    assert lines[-2:] == ["| clip02 | 1 | 2 | 0.2000 |", "| clip01 | 0 | 2 | 0.8000 |"]  # worst first; NaN left out
+    assert group_table(rows, "item", ["dice"]) == []

@@ -41,8 +41,8 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser
 
-from tools.commands.runs import (CompareError, _bundle_files, _check_schedule, _json_words, _parse_overrides, _sha256,
-                                 _workflow)
+from tools.commands.runs import (CompareError, _bundle_files, _check_schedule, _evaluate_on_validation, _json_words,
+                                 _parse_overrides, _sha256, _workflow)
 from tools.io import atomic_write_text
 
 __all__ = ["CompareError", "TABLE_COLUMNS", "bundle_variants", "compare_variants", "comparison_table"]
@@ -146,17 +146,6 @@ def _train_variant(name: str, configs: list[Path], files: Mapping[str, Path], bu
         "dataset_dir": str(dataset_dir) if dataset_dir is not None else None,
         "checkpoint": str(ckpt),
     }
-
-
-def _evaluate_variant(configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path, common: Mapping) -> dict:
-    """Evaluate ``out/models/model.pt`` on the validation split; return ``metrics.json``."""
-    override = {**common, "output_dir": str(out), "checkpoint": str(out / "models" / "model.pt"),
-                "eval_split": "validation"}
-    wf = _workflow([*configs, files["evaluate"]], files, bundle, "evaluating", override)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return json.loads((out / "metrics.json").read_text())
 
 
 def _shown(path: Path, bundle: Path) -> str:
@@ -272,7 +261,7 @@ def compare_variants(
             (out / stale).unlink(missing_ok=True)
         logger.info("%s: training with %s", name, ", ".join(_shown(c, bundle) for c in configs))
         record = _train_variant(name, configs, files, bundle, out, common)
-        record["metrics"] = _evaluate_variant(configs, files, bundle, out, common)
+        record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, common)
         record["overlay"] = _shown(overlay, bundle) if overlay else None
         record["settings"] = settings
         atomic_write_text(previous, json.dumps(record, indent=2) + "\n")

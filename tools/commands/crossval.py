@@ -24,10 +24,8 @@ optimistic for every recipe alike, and comparisons between recipes run this way 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -36,9 +34,10 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-from tools.commands.runs import CompareError, _bundle_files, _parse_overrides, _workflow
+from tools.commands.crossval_tables import _markdown, _read_csv, _write_csv, pooled_table
+from tools.commands.runs import (CompareError, CrossvalError, _bundle_files, _evaluate_on_validation, _parse_overrides,
+                                 _workflow)
 from tools.io import atomic_write_text
-from tools.metrics.bootstrap import summarise_with_ci
 from tools.run_control import ProgressLog, attach_early_stopping
 
 __all__ = ["CrossvalError", "fold_group_of", "crossval", "pooled_table", "crossval_command"]
@@ -51,10 +50,6 @@ _SPLIT_GROUPS = {
     "tools.data.splits.clip_split": "clip",
     "tools.data.spine.split_by_subject": "subject",
 }
-
-
-class CrossvalError(CompareError):
-    """Cross-validation cannot run (bad arguments, a config without the ids it needs); the message says which."""
 
 
 def fold_group_of(parser: ConfigParser) -> str:
@@ -74,44 +69,6 @@ def _format_fold(value: Any, fold: int) -> Any:
     if isinstance(value, dict):
         return {k: _format_fold(v, fold) for k, v in value.items()}
     return value
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def pooled_table(rows: Sequence[Mapping[str, str]], unit: str = "images") -> dict:
-    """Means and bootstrap 95% intervals over the pooled per-item rows, for every numeric column
-    (:func:`tools.metrics.bootstrap.summarise_with_ci`), and ``n_<unit>``.
-
-    Raises:
-        CrossvalError: if there is no row.
-    """
-    if not rows:
-        raise CrossvalError("no evaluated item to pool.")
-    skip = {"image", "volume", "fold"}
-    names = [k for k in rows[0] if k not in skip and any(not math.isnan(_number(r.get(k))) for r in rows)]
-    out = summarise_with_ci({k: [_number(r.get(k)) for r in rows] for k in names}, unit=unit)
-    out[f"n_{unit}"] = len(rows)
-    return out
-
-
-def _write_csv(path: Path, rows: Sequence[Mapping[str, str]]) -> None:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _latest_resume(train_dir: Path) -> Path | None:
@@ -158,57 +115,6 @@ def _train_fold(k: int, folds: int, configs: list[Path], files: Mapping[str, Pat
     if not (out / "models" / "model.pt").is_file():
         raise CrossvalError(f"fold {k}: training saved no best checkpoint {out / 'models' / 'model.pt'}.")
     return record
-
-
-def _evaluate_fold(configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path, common: Mapping) -> dict:
-    override = {**common, "output_dir": str(out), "checkpoint": str(out / "models" / "model.pt"),
-                "eval_split": "validation"}
-    wf = _workflow([*configs, files["evaluate"]], files, bundle, "evaluating", override)
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return json.loads((out / "metrics.json").read_text())
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v)
-
-
-def _markdown(result: Mapping, metrics: Sequence[str]) -> str:
-    s = result["settings"]
-    unit = result["unit"]
-    lines = [
-        f"# {result['bundle']}: {result['n_folds']}-fold cross-validation ({result['recipe']})",
-        "",
-        f"Command: `{result['command']}`",
-        "",
-        f"Folds by {s['group']} (seed {s['seed']}); max_epochs {s['max_epochs'] or 'the recipe default'}, early-stopping "
-        f"patience {s['early_stop_patience'] if s['early_stop_patience'] else 'none'}; overrides "
-        f"`{json.dumps(s['overrides'])}`. Pooled = out of fold: each of the {result['pooled'][f'n_{unit}']} {unit} "
-        "predicted once, by the model that did not train on it; intervals are bootstrap 95% over "
-        f"{unit}. Each fold's checkpoint was chosen on its held-out fold (as the bundle's validation does), so the "
-        "figures are slightly optimistic for every recipe alike.",
-        "",
-        "| fold | " + " | ".join(f"{unit}" if m == "n" else m for m in ["n", *metrics]) + " | best epoch | epochs | seconds |",
-        "|" + "---|" * (len(metrics) + 5),
-    ]
-    for f in result["folds"]:
-        m = f["metrics"]
-        cells = [str(f["fold"]), str(len(f["val_items"]))] + [_fmt(m.get(x)) for x in metrics]
-        cells += [str(f["best_epoch"]), str(f["epochs"]), _fmt(f["seconds"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    pooled = result["pooled"]
-    cells = ["pooled", str(pooled[f"n_{unit}"])]
-    for x in metrics:
-        ci = pooled.get(f"{x}_ci95")
-        cells.append(f"{_fmt(pooled.get(x))} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else _fmt(pooled.get(x)))
-    cells += ["-", str(sum(f["epochs"] for f in result["folds"])), _fmt(result["seconds"])]
-    lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def crossval(
@@ -305,7 +211,7 @@ def crossval(
                                       "n_folds": folds, "fold": k, "seed": int(seed), "group": group}}
         logger.info("fold %d/%d: training (%s) into %s", k + 1, folds, recipe, out)
         record = {"fold": k, **_train_fold(k, folds, configs, files, bundle, out, fold_common, patience)}
-        record["metrics"] = _evaluate_fold(configs, files, bundle, out, fold_common)
+        record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, fold_common)
         rows = _read_csv(out / f"per_{unit[:-1]}.csv")
         split_parser = ConfigParser()
         split_parser.read_config([str(c) for c in configs])
@@ -338,7 +244,7 @@ def crossval(
     atomic_write_text(out_root / "crossval.json", json.dumps(result, indent=2) + "\n")
     metrics = [m for m in ("dice", "mean_dice_256", "iou", "sensitivity", "specificity", "hd95")
                if m in result["pooled"]]
-    atomic_write_text(out_root / "crossval.md", _markdown(result, metrics))
+    atomic_write_text(out_root / "crossval.md", _markdown(result, metrics, pooled_rows))
     return result
 
 

@@ -11,11 +11,15 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-__all__ = ["CompareError"]
+__all__ = ["CompareError", "CrossvalError"]
 
 
 class CompareError(RuntimeError):
     """The comparison cannot run or produced no checkpoint; the message names the bundle, variant or file."""
+
+
+class CrossvalError(CompareError):
+    """Cross-validation cannot run (bad arguments, a config without the ids it needs); the message says which."""
 
 
 def _bundle_files(bundle: Path) -> dict[str, Path]:
@@ -84,3 +88,16 @@ def _json_words(value):
     if isinstance(value, (list, tuple)):
         return [_json_words(v) for v in value]
     return {"true": True, "false": False, "null": None}.get(value, value) if isinstance(value, str) else value
+
+
+def _evaluate_on_validation(configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path,
+                            common: Mapping) -> dict:
+    """Run the bundle's ``evaluate.json`` on ``out/models/model.pt`` over the validation split (a crossval fold: its
+    held-out fold); return the ``metrics.json`` it writes to ``out``."""
+    override = {**common, "output_dir": str(out), "checkpoint": str(out / "models" / "model.pt"),
+                "eval_split": "validation"}
+    wf = _workflow([*configs, files["evaluate"]], files, bundle, "evaluating", override)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return json.loads((out / "metrics.json").read_text())
