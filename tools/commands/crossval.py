@@ -242,7 +242,7 @@ def crossval(
     result["pooled"] = pooled_table(pooled_rows, unit)
     _write_csv(out_root / f"per_{unit[:-1]}.csv", pooled_rows)
     atomic_write_text(out_root / "crossval.json", json.dumps(result, indent=2) + "\n")
-    metrics = [m for m in ("dice", "mean_dice_256", "iou", "sensitivity", "specificity", "hd95")
+    metrics = [m for m in ("dice", "mean_dice_256", "iou", "precision", "sensitivity", "specificity", "hd95")
                if m in result["pooled"]]
     atomic_write_text(out_root / "crossval.md", _markdown(result, metrics, pooled_rows))
     return result
