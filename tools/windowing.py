@@ -110,7 +110,6 @@ def harmonise_window(images: Sequence[str | Path], reference: Sequence[str | Pat
         raise FileNotFoundError("harmonise_window needs unlabelled images and reference slices; got "
                                 f"{len(images)} and {len(reference)}.")
     out = Path(out_dir)
-    ref = median_peaks(reference)
     key = {"reference_files": sorted(Path(r).name for r in reference), "images": [str(i) for i in images],
            "min_separation": min_separation}
     summary = out / "window.json"
@@ -119,6 +118,7 @@ def harmonise_window(images: Sequence[str | Path], reference: Sequence[str | Pat
         if done.get("key") == key:
             return done["written"], done["report"]
     out.mkdir(parents=True, exist_ok=True)
+    ref = median_peaks(reference)
     by_volume: dict[str, list[Path]] = {}
     for path in images:
         by_volume.setdefault(group(path), []).append(Path(path))

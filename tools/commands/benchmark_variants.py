@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tools.commands.compare import compare_variants
-from tools.commands.runs import CompareError, _json_words
+from tools.commands.runs import CompareError, _json_words, _parse_overrides
 from tools.io import atomic_path, atomic_write_text
 
 __all__ = ["GridError", "METRICS", "load_grid", "benchmark_variants", "benchmark_table", "plot_benchmark"]
@@ -207,13 +207,7 @@ def benchmark_variants(
     spec = load_grid(grid)
     grid_name = Path(grid).stem if not isinstance(grid, Mapping) else "grid"
     out = Path(output_dir).resolve() if output_dir else bundle / "eval" / f"benchmark_{grid_name}"
-    if isinstance(overrides, str):
-        text = Path(overrides).read_text() if Path(overrides).is_file() else overrides
-        try:
-            overrides = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise GridError(f"overrides {overrides!r}: neither a JSON object nor a JSON file ({e}).") from e
-    common = {**spec["overrides"], **dict(overrides or {})}
+    common = {**spec["overrides"], **_parse_overrides(overrides, GridError)}
     overlays = {}
     for name, overlay in spec["variants"].items():
         path = out / "overlays" / f"{name}.json"

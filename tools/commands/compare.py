@@ -41,8 +41,8 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser
 
-from tools.commands.runs import (CompareError, _bundle_files, _check_schedule, _evaluate_on_validation, _json_words,
-                                 _parse_overrides, _sha256, _workflow)
+from tools.commands.runs import (CompareError, _bundle_files, _check_schedule, _common_overrides,
+                                 _evaluate_on_validation, _json_words, _parse_overrides, _sha256, _workflow)
 from tools.io import atomic_write_text
 
 __all__ = ["CompareError", "TABLE_COLUMNS", "bundle_variants", "compare_variants", "comparison_table"]
@@ -225,13 +225,7 @@ def compare_variants(
     names = _parse_variants(variants, available, bundle)
     extra = _parse_overrides(overrides)
     out_root = Path(output_dir).resolve() if output_dir else bundle / "eval" / "compare"
-    common = dict(extra)
-    if dataset_dir is not None:
-        common["dataset_dir"] = str(Path(dataset_dir).expanduser().resolve())
-    if max_epochs is not None:
-        if int(max_epochs) < 1:
-            raise CompareError(f"max_epochs must be at least 1, got {max_epochs}.")
-        common["train#trainer#max_epochs"] = int(max_epochs)
+    common = _common_overrides(extra, dataset_dir, max_epochs)
 
     plan = {name: [files["train"]] + ([available[name]] if available[name] else []) for name in names}
     for name, configs in plan.items():

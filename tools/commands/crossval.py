@@ -35,8 +35,8 @@ from typing import Any
 from monai.bundle import ConfigParser
 
 from tools.commands.crossval_tables import _markdown, _read_csv, _write_csv, pooled_table
-from tools.commands.runs import (CompareError, CrossvalError, _bundle_files, _evaluate_on_validation, _parse_overrides,
-                                 _workflow)
+from tools.commands.runs import (CompareError, CrossvalError, _bundle_files, _common_overrides, _evaluate_on_validation,
+                                 _parse_overrides, _workflow)
 from tools.io import atomic_write_text
 from tools.run_control import ProgressLog, attach_early_stopping
 
@@ -169,19 +169,13 @@ def crossval(
     folds = int(folds)
     if folds < 2:
         raise CrossvalError(f"folds must be at least 2, got {folds}.")
-    extra = _parse_overrides(overrides)
+    extra = _parse_overrides(overrides, CrossvalError)
     parser = ConfigParser()
     parser.read_config([str(c) for c in configs])
     group = fold_group_of(parser)
     unit = "volumes" if group == "subject" else "images"
     out_root = Path(output_dir).resolve() if output_dir else bundle / "eval" / "crossval"
-    common: dict[str, Any] = {}
-    if dataset_dir is not None:
-        common["dataset_dir"] = str(Path(dataset_dir).expanduser().resolve())
-    if max_epochs is not None:
-        if int(max_epochs) < 1:
-            raise CrossvalError(f"max_epochs must be at least 1, got {max_epochs}.")
-        common["train#trainer#max_epochs"] = int(max_epochs)
+    common = _common_overrides({}, dataset_dir, max_epochs, CrossvalError)
     recipe = ", ".join(str(c.relative_to(bundle)) for c in configs)
     settings = {"folds": folds, "seed": int(seed), "group": group, "recipe": recipe, "max_epochs": max_epochs,
                 "early_stop_patience": patience, "overrides": extra, "dataset_dir": common.get("dataset_dir"),

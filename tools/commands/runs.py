@@ -36,7 +36,8 @@ def _bundle_files(bundle: Path) -> dict[str, Path]:
     return files
 
 
-def _parse_overrides(overrides: Mapping | str | None) -> dict:
+def _parse_overrides(overrides: Mapping | str | None, error: type[Exception] = CompareError) -> dict:
+    """``--overrides`` as a dict: a dict, inline JSON text or a JSON file's path; anything else raises ``error``."""
     if overrides is None:
         return {}
     if isinstance(overrides, Mapping):
@@ -46,10 +47,10 @@ def _parse_overrides(overrides: Mapping | str | None) -> dict:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:
-            raise CompareError(f"overrides {overrides!r}: neither a JSON object nor a JSON file ({e}).") from e
+            raise error(f"overrides {overrides!r}: neither a JSON object nor a JSON file ({e}).") from e
         if isinstance(value, dict):
             return value
-    raise CompareError(f"overrides must be a dict of config id -> value (or its JSON), got {overrides!r}.")
+    raise error(f"overrides must be a dict of config id -> value (or its JSON), got {overrides!r}.")
 
 
 def _sha256(paths: Sequence[Path]) -> str:
@@ -65,6 +66,20 @@ def _workflow(config_files: Sequence[Path], files: Mapping[str, Path], bundle: P
         config_file=[str(f) for f in config_files], meta_file=str(files["metadata"]),
         logging_file=str(files["logging"]), run_id=run_id, workflow_type=None, bundle_root=str(bundle), **override,
     )
+
+
+def _common_overrides(extra: Mapping, dataset_dir: str | Path | None, max_epochs: int | None,
+                      error: type[Exception] = CompareError) -> dict:
+    """The overrides every run of a command gets: ``extra``, then ``--dataset_dir`` (absolute) and ``--max_epochs``
+    (as ``train#trainer#max_epochs``); a ``max_epochs`` below 1 raises ``error``."""
+    common = dict(extra)
+    if dataset_dir is not None:
+        common["dataset_dir"] = str(Path(dataset_dir).expanduser().resolve())
+    if max_epochs is not None:
+        if int(max_epochs) < 1:
+            raise error(f"max_epochs must be at least 1, got {max_epochs}.")
+        common["train#trainer#max_epochs"] = int(max_epochs)
+    return common
 
 
 def _check_schedule(name: str, configs: list[Path], bundle: Path, common: Mapping) -> None:
