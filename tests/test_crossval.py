@@ -177,6 +177,23 @@ def test_semi_supervised_config_trains_two_rounds_end_to_end(tmp_path):
     assert len(window["written"]) == 3 and all(v["used"] for v in window["report"]["volumes"].values())
 
 
+def test_semi_supervised_without_the_teacher_keeps_the_best_student(tmp_path):
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for name in ("0.jpg", "39.jpg", "53.jpg"):
+        shutil.copy(SAMPLE / "dataset" / "Imgs" / name, unlabelled / f"u{name}")
+    out = tmp_path / "semi"
+    run("training", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "train_semi.json")],
+        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE), dataset_dir=str(SAMPLE / "dataset"),
+        output_dir=str(out), ckpt_dir=str(out / "models"), unlabelled_dir=str(unlabelled),
+        **{"train#trainer#max_epochs": 1, "student_epochs": 1, "pseudo_per_epoch": 2, "semi_rounds": 1,
+           "keep_teacher": False, "unlabelled_every": 2, "harmonise_window": False, **TINY, **QUIET})
+    done = json.loads((out / "round1" / "done.json").read_text())
+    assert done["pseudo_labelled"] == 2  # every 2nd of the 3 slices
+    teacher, kept = (out / "round0" / "model.pt").read_bytes(), (out / "models" / "model.pt").read_bytes()
+    assert kept == (out / "round1" / "model.pt").read_bytes() and kept != teacher
+
+
 def test_sampler_takes_every_labelled_item_and_fresh_pseudo_items_each_epoch():
     s = LabelledPlusPseudoSampler(n_labelled=4, n_pseudo=10, pseudo_per_epoch=3, seed=0)
     first, second = list(s), list(s)

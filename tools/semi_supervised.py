@@ -22,6 +22,10 @@ pseudo-labelled slices labels them again; and so on. :class:`PseudoLabelRounds` 
    most ``student_epochs`` epochs with early stopping on the validation split.
 4. The model kept after each round is the best on the validation split so far (teacher included): the evaluator's
    best-metric checkpoint (``@ckpt_dir/model.pt``) is shared by all rounds, so a round that does not help leaves it.
+   With ``keep_teacher`` false the teacher's score is forgotten before round 1 (round 1 still starts from the teacher
+   and labels with it): the model kept is then the best *student*, which is how a cross-validation measures what the
+   students are worth (with the teacher eligible, the fold's validation slices, 10 of them, pick the teacher's
+   luckiest epoch against the students' more typical ones).
 
 Where this departs from Semi-Inf-Net, and why:
 
@@ -51,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
+from monai.handlers import CheckpointSaver
 from PIL import Image
 from torch.utils.data import Sampler
 
@@ -107,6 +112,17 @@ class LabelledPlusPseudoSampler(Sampler[int]):
         return iter(order[torch.randperm(len(order), generator=g)].tolist())
 
 
+def _event_handlers(engine: Any) -> list:
+    """The objects behind an ignite engine's event handlers (bound methods' ``__self__``), once each."""
+    found: list = []
+    for handlers in engine._event_handlers.values():
+        for h, _, _ in handlers:
+            obj = getattr(h, "__self__", h)
+            if all(obj is not f for f in found):
+                found.append(obj)
+    return found
+
+
 def _load_weights(network: torch.nn.Module, path: str | Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state["model"] if isinstance(state, dict) and isinstance(state.get("model"), dict) else state
@@ -138,6 +154,9 @@ class PseudoLabelRounds:
         teacher_checkpoint: a trained model to start from instead of training the teacher.
         threshold: probability threshold of the pseudo-labels.
         max_unlabelled: use only the first N unlabelled slices (tests); ``None``: all.
+        unlabelled_every: use every k-th unlabelled slice in name order (the slices of every volume, fewer of each:
+            pseudo-labelling costs one forward pass a slice a round); 1: all.
+        keep_teacher: whether the teacher may be the model kept (step 4); false: the best student is kept.
         early_stop_patience: validations without improvement before a student round (and the teacher, when trained
             here) stops; ``None``: none.
         seed: seed of the per-epoch draw.
@@ -155,9 +174,13 @@ class PseudoLabelRounds:
                  rounds: int = 2, student_epochs: int = 10, pseudo_per_epoch: int = 80,
                  teacher_checkpoint: str | Path | None = None, threshold: float = 0.5,
                  max_unlabelled: int | None = None, early_stop_patience: int | None = None, seed: int = 0,
-                 batch_size_predict: int = 16, harmonise_window: bool = True) -> None:
+                 batch_size_predict: int = 16, harmonise_window: bool = True, unlabelled_every: int = 1,
+                 keep_teacher: bool = True) -> None:
         if int(rounds) < 1:
             raise ValueError(f"rounds must be at least 1, got {rounds}.")
+        if int(unlabelled_every) < 1:
+            raise ValueError(f"unlabelled_every must be at least 1, got {unlabelled_every}.")
+        self.unlabelled_every, self.keep_teacher = int(unlabelled_every), bool(keep_teacher)
         self.trainer, self.evaluator, self.network = trainer, evaluator, network
         self.labelled = list(labelled)
         self.unlabelled_dir, self.output_dir, self.ckpt_path = unlabelled_dir, Path(output_dir), Path(ckpt_path)
@@ -176,7 +199,7 @@ class PseudoLabelRounds:
     def run(self) -> list[dict]:
         """Teacher, then every round; returns :attr:`history` (one record a stage: round, best validation metric,
         best epoch of that stage, epochs, seconds, pseudo-labelled slices and how many of them are empty)."""
-        images = unlabelled_images(self.unlabelled_dir, self.max_unlabelled)
+        images = unlabelled_images(self.unlabelled_dir, self.max_unlabelled)[:: self.unlabelled_every]
         if self.harmonise_window:
             images, self.window_report = harmonise_window(images, [d["image"] for d in self.labelled],
                                                           self.output_dir / "unlabelled_window")
@@ -203,6 +226,8 @@ class PseudoLabelRounds:
         for r in range(1, self.rounds + 1):
             rdir = self.output_dir / f"round{r}"
             done = rdir / "done.json"
+            if r == 1 and not self.keep_teacher:
+                self._load_and_forget_best()
             if done.is_file():
                 logger.info("semi-supervised: round %d already done (%s), loading its model", r, done)
                 _load_weights(self.network, rdir / "model.pt")
@@ -210,7 +235,7 @@ class PseudoLabelRounds:
                 self.history.append(json.loads(done.read_text()))
                 continue
             start = time.perf_counter()
-            _load_weights(self.network, self.ckpt_path)
+            _load_weights(self.network, self.ckpt_path if self.ckpt_path.is_file() else self._teacher_copy)
             pseudo, n_empty = self.pseudo_label(images, rdir / "pseudo")
             self.progress.prefix = f"{base + ', ' if base else ''}round {r}/{self.rounds}"
             self._train_student(pseudo)
@@ -223,6 +248,22 @@ class PseudoLabelRounds:
             self.history.append(record)
         self.progress.prefix = base
         return self.history
+
+    @property
+    def _teacher_copy(self) -> Path:
+        return self.output_dir / "round0" / "model.pt"
+
+    def _load_and_forget_best(self) -> None:
+        """``keep_teacher`` false: keep the teacher's weights aside (``round0/model.pt``, what round 1 starts from and
+        labels with), then forget its validation score, so that the first student validation becomes the best."""
+        if not self._teacher_copy.is_file():
+            with atomic_path(self._teacher_copy) as tmp:
+                shutil.copyfile(self.ckpt_path, tmp)
+        self.ckpt_path.unlink(missing_ok=True)
+        self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch = -1.0, -1
+        for handler in _event_handlers(self.evaluator):
+            if isinstance(handler, CheckpointSaver) and handler._key_metric_checkpoint is not None:
+                handler._key_metric_checkpoint.reset()  # its ignite Checkpoint: forget the saved best score
 
     def _require_best(self) -> None:
         if not self.ckpt_path.is_file():
