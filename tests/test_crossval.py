@@ -75,6 +75,21 @@ def test_a_finished_run_is_reused_and_other_settings_are_refused(cv_run):
                  dataset_dir=SAMPLE / "dataset")
 
 
+def test_from_run_evaluates_the_fold_models_again_without_training(cv_run, tmp_path):
+    out = tmp_path / "again"
+    result = crossval(BUNDLE, folds=2, output_dir=out, overrides={**TINY, **QUIET, "eval_threshold": 0.9},
+                      dataset_dir=SAMPLE / "dataset", from_run=cv_run)
+    first = json.loads((cv_run / "crossval.json").read_text())
+    assert not (out / "fold0" / "train").exists() and not (out / "fold0" / "models").exists()
+    for f, g in zip(result["folds"], first["folds"]):
+        assert f["evaluated_from"] == str(cv_run / f"fold{f['fold']}" / "models" / "model.pt")
+        assert (f["epochs"], f["seconds"], f["val_items"]) == (g["epochs"], g["seconds"], g["val_items"])
+    assert "Evaluation only" in (out / "crossval.md").read_text()
+    with pytest.raises(CrossvalError, match="folds"):
+        crossval(BUNDLE, folds=3, output_dir=tmp_path / "other", overrides={**TINY, **QUIET},
+                 dataset_dir=SAMPLE / "dataset", from_run=cv_run)
+
+
 def test_kfold_split_is_deterministic_and_keeps_groups_whole():
     items = [{"image": f"/d/images/{i}.jpg"} for i in range(1, 80)]
     a = [kfold_split(items, 5, k, seed=3, group="clip")[1] for k in range(5)]

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from conftest import BUNDLES
@@ -170,3 +171,34 @@ def test_paper_tables_grid_files_match_their_overlays():
         overlays = {p.stem: json.loads(p.read_text()) for p in (configs / table).glob("*.json")}
         assert grid == overlays, f"configs/grids/{table}.json differs from configs/{table}/*.json"
     assert set(overlays) == {f"{u}{ca}" for u in ("plain", "residual", "multiscale") for ca in ("", "_ca")}
+
+
+def _blobs(spacing: float = 1.0):
+    from monai.data import MetaTensor
+
+    prob = torch.zeros(1, 40, 40, 60)
+    for k in range(5):  # five "vertebrae", 6x6x6 voxels each, separated along the last axis
+        prob[0, 10:16, 10:16, 2 + 10 * k: 8 + 10 * k] = 0.9
+    prob[0, 35:37, 35:37, 55:57] = 0.8  # a distant false positive of 8 voxels
+    return MetaTensor(prob, affine=torch.diag(torch.tensor([spacing, spacing, spacing, 1.0])))
+
+
+@pytest.mark.parametrize("kwargs", [{"min_component_mm3": 50}, {"keep_largest": 5}])
+def test_component_filter_drops_a_small_distant_false_positive_and_keeps_probabilities(kwargs):
+    from tools.pipelines.spine import FilterComponentsd
+
+    prob = _blobs()
+    out = FilterComponentsd("pred", **kwargs)({"pred": prob})["pred"]
+    assert float(out[0, 35:37, 35:37, 55:57].sum()) == 0
+    assert torch.equal(out[0, :, :, :50], prob[0, :, :, :50])  # the vertebrae, values as they were
+
+
+def test_component_filter_measures_in_mm3_from_the_affine_and_is_off_at_zero():
+    from tools.pipelines.spine import FilterComponentsd
+
+    coarse = _blobs(spacing=2.0)  # the 8-voxel blob is 64 mm3 at 2 mm
+    kept = FilterComponentsd("pred", min_component_mm3=50)({"pred": coarse})["pred"]
+    assert float(kept[0, 35:37, 35:37, 55:57].sum()) > 0
+    assert torch.equal(FilterComponentsd("pred")({"pred": coarse})["pred"], coarse)
+    with pytest.raises(ValueError):
+        FilterComponentsd("pred", keep_largest=-1)

@@ -21,7 +21,7 @@ VERBS = {
     "benchmark": ("bundle_dir", "input", "mode", "output_json", "repeats", "steps", "rounds", "compile"),
     "compare": ("bundle_dir", "variants", "max_epochs", "output_dir", "dataset_dir", "overrides", "reuse"),
     "crossval": ("bundle_dir", "folds", "output_dir", "max_epochs", "overrides", "config", "seed", "patience",
-                 "dataset_dir", "only_folds"),
+                 "dataset_dir", "only_folds", "from_run"),
     "benchmark_variants": ("bundle_dir", "grid", "output_dir", "max_epochs", "dataset_dir", "overrides", "reuse"),
     "promote": ("run_dir", "bundle_dir", "dtype", "choice", "metric"),
     "compact": ("src", "dst", "dtype"),

@@ -17,6 +17,11 @@ Output, for ``output_dir`` ``OUT``:
   two of them); ``OUT/crossval.json`` and ``OUT/crossval.md``: per-fold and pooled metrics with bootstrap 95%
   intervals over items.
 
+Evaluation only (``from_run``): the fold models of an earlier run are evaluated again with other evaluation
+settings (e.g. the spine bundle's connected-component post-processing, ``{"min_component_mm3": 500}``), nothing is
+trained; the folds must be the earlier run's (same K, seed and split), and each fold's record keeps that run's training
+figures and names the model it evaluated (``evaluated_from``).
+
 Selection caveat, said in ``crossval.md`` too: each fold's checkpoint is chosen (and early-stopped) on the same
 held-out fold it is scored on, as the bundles' own validation does; the pooled figures are therefore slightly
 optimistic for every recipe alike, and comparisons between recipes run this way are fair.
@@ -76,6 +81,22 @@ def _latest_resume(train_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _source_fold(source: Path, k: int, settings: Mapping) -> tuple[dict, Path]:
+    """The training record and model of fold ``k`` of the earlier run ``source``, checked to have the same folds."""
+    path, model = source / f"fold{k}" / "result.json", source / f"fold{k}" / "models" / "model.pt"
+    if not path.is_file() or not model.is_file():
+        raise CrossvalError(f"{source}: fold {k} is not done there (no {path.name} or models/model.pt).")
+    earlier = json.loads(path.read_text())
+    theirs = earlier.get("settings", {})
+    for key in ("folds", "seed", "group"):
+        if theirs.get(key) != settings[key]:
+            raise CrossvalError(f"{path}: made with {key} {theirs.get(key)!r}, this run has {settings[key]!r}; the "
+                                "folds would differ.")
+    kept = ("fold", "epochs", "best_epoch", "best_val_metric", "seconds", "resumed_from", "rounds")
+    return {**{key: earlier[key] for key in kept if key in earlier}, "evaluated_from": str(model),
+            "trained_with": theirs.get("overrides")}, model
+
+
 def _train_fold(k: int, folds: int, configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path,
                 common: Mapping, patience: int | None) -> dict:
     override = {**common, "output_dir": str(out / "train"), "ckpt_dir": str(out / "models")}
@@ -129,6 +150,7 @@ def crossval(
     dataset_dir: str | Path | None = None,
     only_folds: Sequence[int] | None = None,
     command: str | None = None,
+    from_run: str | Path | None = None,
 ) -> dict:
     """Train and evaluate ``folds`` models of the bundle's recipe on disjoint held-out folds; pool their metrics.
 
@@ -149,6 +171,7 @@ def crossval(
         only_folds: train and evaluate only these folds now (the others must be done already, or are left for a
             later call); the pooled files are written when every fold is done.
         command: the command line to write into ``crossval.md`` (default: rebuilt from the arguments).
+        from_run: an earlier crossval ``output_dir`` whose fold models are evaluated (no training; module docstring).
 
     Returns:
         the content of ``crossval.json``: ``{"bundle", "recipe", "n_folds", "unit", "command", "settings", "folds":
@@ -156,8 +179,8 @@ def crossval(
         ..., "n_<unit>"}, "seconds"}`` (``pooled`` is ``None`` until every fold is done).
 
     Raises:
-        CrossvalError: for K < 2 or more folds than groups, unknown overlays, bad overrides, or a fold that saved no
-            checkpoint.
+        CrossvalError: for K < 2 or more folds than groups, unknown overlays, bad overrides, a fold that saved no
+            checkpoint, or a ``from_run`` whose folds are missing or were made with another K, seed or split.
     """
     bundle = Path(bundle_dir).resolve()
     files = _bundle_files(bundle)
@@ -180,11 +203,15 @@ def crossval(
     settings = {"folds": folds, "seed": int(seed), "group": group, "recipe": recipe, "max_epochs": max_epochs,
                 "early_stop_patience": patience, "overrides": extra, "dataset_dir": common.get("dataset_dir"),
                 "data_root_env": os.environ.get("SEG_DATA_ROOT")}
+    source = Path(from_run).resolve() if from_run else None
+    if source is not None:
+        settings["from_run"] = str(source)
     if command is None:
         command = (f"python -m tools crossval {bundle_dir} --folds {folds} --output_dir {output_dir or out_root}"
                    + "".join(f" --config {c}" for c in overlays) + (f" --max_epochs {max_epochs}" if max_epochs else "")
                    + (f" --patience {patience}" if patience else "") + (f" --seed {seed}" if seed else "")
-                   + (f" --overrides '{json.dumps(extra)}'" if extra else ""))
+                   + (f" --overrides '{json.dumps(extra)}'" if extra else "")
+                   + (f" --from_run {from_run}" if from_run else ""))
     wanted = set(range(folds)) if only_folds is None else {int(f) for f in only_folds}
     records: list[dict | None] = []
     for k in range(folds):
@@ -203,9 +230,14 @@ def crossval(
         fold_common = {**common, **_format_fold(extra, k),
                        "make_split": {"_target_": "tools.data.kfold_split", "_mode_": "callable", "datalist": "@datalist",
                                       "n_folds": folds, "fold": k, "seed": int(seed), "group": group}}
-        logger.info("fold %d/%d: training (%s) into %s", k + 1, folds, recipe, out)
-        record = {"fold": k, **_train_fold(k, folds, configs, files, bundle, out, fold_common, patience)}
-        record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, fold_common)
+        if source is None:
+            logger.info("fold %d/%d: training (%s) into %s", k + 1, folds, recipe, out)
+            record = {"fold": k, **_train_fold(k, folds, configs, files, bundle, out, fold_common, patience)}
+            record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, fold_common)
+        else:
+            record, model = _source_fold(source, k, settings)
+            logger.info("fold %d/%d: evaluating %s (no training)", k + 1, folds, model)
+            record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, fold_common, checkpoint=model)
         rows = _read_csv(out / f"per_{unit[:-1]}.csv")
         split_parser = ConfigParser()
         split_parser.read_config([str(c) for c in configs])
@@ -244,7 +276,8 @@ def crossval(
 
 def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = None, max_epochs: int | None = None,
                      overrides: str | None = None, config: str | None = None, seed: int = 0,
-                     patience: int | None = None, dataset_dir: str | None = None, only_folds: str | None = None) -> str:
+                     patience: int | None = None, dataset_dir: str | None = None, only_folds: str | None = None,
+                     from_run: str | None = None) -> str:
     """k-fold cross-validation of the bundle's recipe: train K models on disjoint held-out folds, evaluate each
     there, pool the out-of-fold metrics with bootstrap 95% intervals; print the markdown table.
 
@@ -268,6 +301,8 @@ def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = N
         dataset_dir: the training data folder; default the bundle's own (SEG_DATA_ROOT).
         only_folds: comma-separated folds to run now (e.g. "0,1"), to share the folds between processes; the pooled
             files are written by the call that finds every fold done.
+        from_run: an earlier crossval OUTPUT_DIR: evaluate its fold models again (no training) with --overrides,
+            e.g. '{"min_component_mm3": 500}' for the spine bundle's post-processing; same --folds and --seed.
     """
     import shlex
     import sys
@@ -277,7 +312,7 @@ def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = N
     try:
         result = crossval(bundle_dir, folds, output_dir, max_epochs, overrides, config, seed, patience, dataset_dir,
                           chosen, command="python -m tools crossval " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2
-                          and sys.argv[1] == "crossval" else None)
+                          and sys.argv[1] == "crossval" else None, from_run=from_run)
     except CompareError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)

@@ -106,7 +106,9 @@ def _markdown(result: Mapping, metrics: Sequence[str], rows: Sequence[Mapping[st
         f"`{json.dumps(s['overrides'])}`. Pooled = out of fold: each of the {result['pooled'][f'n_{unit}']} {unit} "
         "predicted once, by the model that did not train on it; intervals are bootstrap 95% over "
         f"{unit}. Each fold's checkpoint was chosen on its held-out fold (as the bundle's validation does), so the "
-        "figures are slightly optimistic for every recipe alike.",
+        "figures are slightly optimistic for every recipe alike."
+        + (f" Evaluation only: the fold models of `{s['from_run']}` (trained with its settings; epochs and seconds "
+           "are its training's), evaluated with these overrides." if s.get("from_run") else ""),
         "",
         "| fold | " + " | ".join(f"{unit}" if m == "n" else m for m in ["n", *metrics]) + " | best epoch | epochs | seconds |",
         "|" + "---|" * (len(metrics) + 5),

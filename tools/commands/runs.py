@@ -106,10 +106,10 @@ def _json_words(value):
 
 
 def _evaluate_on_validation(configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path,
-                            common: Mapping) -> dict:
-    """Run the bundle's ``evaluate.json`` on ``out/models/model.pt`` over the validation split (a crossval fold: its
-    held-out fold); return the ``metrics.json`` it writes to ``out``."""
-    override = {**common, "output_dir": str(out), "checkpoint": str(out / "models" / "model.pt"),
+                            common: Mapping, checkpoint: Path | None = None) -> dict:
+    """Run the bundle's ``evaluate.json`` on ``checkpoint`` (default ``out/models/model.pt``) over the validation
+    split (a crossval fold: its held-out fold); return the ``metrics.json`` it writes to ``out``."""
+    override = {**common, "output_dir": str(out), "checkpoint": str(checkpoint or out / "models" / "model.pt"),
                 "eval_split": "validation"}
     wf = _workflow([*configs, files["evaluate"]], files, bundle, "evaluating", override)
     wf.initialize()
