@@ -16,7 +16,7 @@ LONG_ALLOWED = {"tools/metrics/infnet.py"}  # the Inf-Net evaluation port, kept 
 # every verb of `python -m tools` and its arguments, in order: changing one breaks users' scripts
 VERBS = {
     "verify": ("bundle_dir", "dataset_dir"),
-    "export": ("bundle_dir", "filepath"),
+    "export": ("bundle_dir", "filepath", "format", "output"),
     "pack": ("bundle_dir", "output_dir", "overwrite"),
     "benchmark": ("bundle_dir", "input", "mode", "output_json", "repeats", "steps", "rounds", "compile"),
     "compare": ("bundle_dir", "variants", "max_epochs", "output_dir", "dataset_dir", "overrides", "reuse"),
