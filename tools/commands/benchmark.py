@@ -304,8 +304,10 @@ def benchmark_training(bundle_dir: str | Path, output_json: str | Path | None = 
 
 
 def benchmark_command(bundle_dir: str, input: str | None = None, mode: str = "infer", output_json: str | None = None,  # noqa: A002
-              repeats: int = 3, steps: int = 3, rounds: int = 3, compile: bool = False) -> str:  # noqa: A002
-    """Time the bundle's inference on INPUT (--mode infer) or its training step (--mode train); print the results.
+              repeats: int = 3, steps: int = 3, rounds: int = 3, compile: bool = False,  # noqa: A002
+              volume_shape: str | tuple | None = None) -> str:
+    """Time the bundle's inference on INPUT (--mode infer), on a full-size CT volume (--volume_shape), or its
+    training step (--mode train); print the results.
 
     Writes the results file and prints it as JSON. Timings belong in these files and the docs, never in tests.
 
@@ -320,8 +322,21 @@ def benchmark_command(bundle_dir: str, input: str | None = None, mode: str = "in
         steps: --mode train: timed steps per round.
         rounds: --mode train: rounds interleaved across variants (each variant keeps its fastest round).
         compile: --mode train: also time torch.compile of the network.
+        volume_shape: e.g. 512,512,300: the repository's sample CT resampled to that many voxels (field of view
+            kept), through the bundle's CT inference (inference.json, + inference_ct.json where present) in a child
+            process whose progress bar is shown; reports wall time, seconds per slice, peak memory (RSS) and device
+            (default file BUNDLE_DIR/benchmark_volume.json). INPUT is not used.
     """
-    if mode == "train":
+    if volume_shape is not None:
+        from tools.commands.volume_benchmark import VolumeBenchmarkError, benchmark_volume
+
+        shape = volume_shape if isinstance(volume_shape, (tuple, list)) else str(volume_shape).strip("()[] ").split(",")
+        try:
+            result = benchmark_volume(bundle_dir, [int(s) for s in shape], output_json)
+        except (VolumeBenchmarkError, ValueError) as e:
+            print(f"FAILED: {e}", file=sys.stderr)
+            sys.exit(1)
+    elif mode == "train":
         result = benchmark_training(bundle_dir, output_json, steps=steps, rounds=rounds, compile=compile)
     elif mode == "infer":
         if input is None:
