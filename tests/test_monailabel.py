@@ -217,7 +217,7 @@ def test_monailabel_server_info_infer_2d_and_ct_and_train(tmp_path):
 
 
 @needs_monailabel
-def test_error_handlers_answer_client_errors_4xx_with_the_reason_and_faults_500():
+def test_error_handlers_answer_client_errors_4xx_with_the_reason_and_faults_500(caplog):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
     from monailabel.interfaces.exception import ImageNotFoundException, MONAILabelError, MONAILabelException
@@ -251,8 +251,12 @@ def test_error_handlers_answer_client_errors_4xx_with_the_reason_and_faults_500(
                 "invalid": (400, "tag '..': not a label tag"), "monailabel_fault": (500, "server error (MONAILabelException)"),
                 "checkpoint": (500, "server error (CheckpointError)"), "fault": (500, "server error (KeyError)")}
     for name, (status, detail) in expected.items():
-        r = client.get(f"/{name}")
+        with caplog.at_level("WARNING", logger="tools.integrations.monailabel_server"):
+            caplog.clear()
+            r = client.get(f"/{name}")
         assert (r.status_code, r.json()["detail"].split(";")[0]) == (status, detail), name
+        level = "ERROR" if status == 500 else "WARNING"  # a server fault's traceback follows, from uvicorn
+        assert [rec.levelname for rec in caplog.records] == [level] and f"/{name}: {status}" in caplog.text, name
 
 
 def _raise(exc: BaseException, cause: BaseException | None = None):
@@ -439,13 +443,25 @@ def _send_and_hang_up(base: str, path: str, after: float = 0.3) -> None:
         time.sleep(after)
 
 
+def _upload_and_hang_up(base: str, path: str, filename: str, content: bytes) -> None:
+    """Send half of a label upload and close the connection (a client stopped mid-upload)."""
+    body, headers = _multipart({"label": (filename, content)})
+    host, port = base.removeprefix("http://").split(":")
+    head = (f"PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {headers['Content-Type']}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head.encode() + body[: len(body) // 2])
+        time.sleep(0.3)
+
+
 @needs_monailabel
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_load_concurrent_infers_a_cancelled_one_labels_and_a_training(small_server, tmp_path):
     """6 concurrent /infer (3 on a slice with the 2D model, 3 on a volume with the spine model), one more cancelled by
-    its client, two labels saved and a one-epoch /train of a third model, all at once: every answer is 200, every
-    mask equals the single request's, the saved labels are whole, and nothing partial is left behind."""
+    its client, two labels saved, one label upload its client stops half-way, and a one-epoch /train of a third
+    model, all at once: every answer is 200, every mask equals the single request's, the saved labels are whole, the
+    stopped upload saved nothing, and nothing partial is left behind."""
     from concurrent.futures import ThreadPoolExecutor
 
     base, studies = small_server["base"], small_server["studies"]
@@ -465,9 +481,11 @@ def test_load_concurrent_infers_a_cancelled_one_labels_and_a_training(small_serv
         slices = [pool.submit(_request, slice_url, timeout=120) for _ in range(3)]
         volumes = [pool.submit(_request, volume_url, timeout=120) for _ in range(3)]
         cancelled = pool.submit(_send_and_hang_up, base, volume_url[len(base):])
+        cut_upload = pool.submit(_upload_and_hang_up, base, "/datastore/label?image=39&tag=cut", "39.png", labels["39"])
         saves = {n: pool.submit(_call, f"{base}/datastore/label?image={n}&tag=original", "PUT",
                                 *_multipart({"label": (f"{n}.png", b)})) for n, b in labels.items()}
         cancelled.result()
+        cut_upload.result()
         for f in slices:
             assert f.result()[0] == 200
             np.testing.assert_array_equal(_mask(f.result()[1], ".png", tmp_path), ref_slice)
@@ -495,4 +513,6 @@ def test_load_concurrent_infers_a_cancelled_one_labels_and_a_training(small_serv
     assert [f for f in files if ".partial" in f] == [], files
     assert {f for f in files if f.startswith("labels")} == {
         "labels/final/24.png", "labels/final/39.png", "labels/original/24.png", "labels/original/39.png"}, files
+    records = json.loads((studies / "datastore_v2.json").read_text())["objects"]
+    assert set(records["39"]["labels"]) == {"final", "original"}  # the stopped upload left no record either
     assert [p.name for p in small_server["tmp"].glob("label_*")] == []  # the cancelled request's temporary mask too
