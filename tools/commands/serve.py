@@ -1,8 +1,9 @@
 """``python -m tools serve``: MONAI Label's server, offline, with this repository's bundles (needs ``.[monailabel]``).
 
-The server is MONAI Label's own (``monailabel.main``, uvicorn, the ``monailabel.app`` FastAPI app) started in this
-process, with :class:`tools.integrations.monailabel_app.SegBundlesApp` as its app: no model-zoo downloads (bundles are served
-from their folders), no SAM 2 model, no internet needed.
+The server is MONAI Label's own (``monailabel.main``, uvicorn, the ``monailabel.app`` FastAPI app, given the answers
+for bad requests by :mod:`tools.integrations.monailabel_server`) started in this process, with
+:class:`tools.integrations.monailabel_app.SegBundlesApp` as its app: no model-zoo downloads (bundles are served from
+their folders), no SAM 2 model, no internet needed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["APP_MAIN", "bundle_dirs", "model_spec", "prepare_app", "served_copies", "serve"]
+__all__ = ["APP_MAIN", "UVICORN_APP", "bundle_dirs", "model_spec", "prepare_app", "served_copies", "serve"]
 
 APP_MAIN = '''"""MONAI Label app folder written by `python -m tools serve`; the app is tools.integrations.monailabel_app.SegBundlesApp."""
 from tools.integrations.monailabel_app import SegBundlesApp
@@ -21,6 +22,10 @@ from tools.integrations.monailabel_app import SegBundlesApp
 class App(SegBundlesApp):
     pass
 '''
+
+
+# MONAI Label's FastAPI app with the answers for bad requests (4xx with a reason): integrations/monailabel_server.py
+UVICORN_APP = "tools.integrations.monailabel_server:app"
 
 
 def bundle_dirs(bundles: str | list[str] | tuple[str, ...] | None = None) -> list[Path]:
@@ -112,7 +117,7 @@ def serve(studies: str, host: str = "127.0.0.1", port: int = 8000, bundles=None,
     spec = model_spec(served_copies(dirs, app))
     Path(studies).expanduser().mkdir(parents=True, exist_ok=True)
     argv = ["monailabel", "start_server", "--app", str(app), "--studies", str(Path(studies).expanduser().resolve()),
-            "--host", str(host), "--port", str(int(port)),
+            "--host", str(host), "--port", str(int(port)), "--uvicorn_app", UVICORN_APP,
             "--conf", "models", json.dumps(spec), "--conf", "sam2", "false",
             "--conf", "skip_trainers", "true" if skip_trainers else "false",
             "--conf", "preload", "false"]
@@ -136,6 +141,8 @@ def serve_command(studies: str, host: str = "127.0.0.1", port: int = 8000, bundl
     APP_DIR/bundles/ (the repository's are never written); POST /train/<model> trains into
     APP_DIR/runs/<model>/<time>/ and promotes the run's best validation model to the served copy's
     models/model.pt, which the next inference uses. No model-zoo download, no SAM 2 model: nothing leaves the machine.
+    Bad requests (an unknown model or image id, an image the bundle cannot read, params that are not JSON) are
+    answered 404/422/400 with a JSON one-line reason, server faults 500 (README.md, "Serving in MONAI Label").
 
     Args:
         studies: the studies folder (images; MONAI Label keeps labels in STUDIES/labels/final/); created if absent.

@@ -21,7 +21,12 @@ MONAI Label's tasks and subclasses only those points:
   on its next request. Labels submitted to MONAI Label are label maps (0/1); the 2D bundles train on 0/255 masks,
   so 0/1 PNG labels are copied as 0/255 into the run folder first.
 
-Importing this module imports ``monailabel``; nothing else in ``tools`` does.
+* **the datastore** (:class:`AtomicLocalDatastore`): MONAI Label's local datastore writing labels whole or not at
+  all and refusing a label for an image it does not have; :meth:`SegBundlesApp.infer` refuses an image id the
+  datastore does not have instead of reading it as a path. How the server answers such refusals (4xx, JSON) is
+  :mod:`tools.integrations.monailabel_server`'s.
+
+Importing this module imports ``monailabel``; nothing else in ``tools`` does but ``monailabel_server``, the web app.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -44,7 +51,11 @@ ensure_torchvision_imports()  # before monailabel imports torchvision (a CUDA bu
 
 from monai.data import NibabelWriter, PILWriter  # noqa: E402
 from monai.transforms import LoadImaged, SaveImaged  # noqa: E402
+from monailabel.config import settings  # noqa: E402
+from monailabel.datastore.local import DataModel, LocalDatastore  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.interfaces.datastore import Datastore  # noqa: E402
+from monailabel.interfaces.exception import ImageNotFoundException, MONAILabelError, MONAILabelException  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
@@ -52,13 +63,18 @@ from monailabel.tasks.activelearning.first import First  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
 from monailabel.tasks.infer.bundle import BundleInferTask  # noqa: E402
 from monailabel.tasks.train.bundle import BundleTrainTask  # noqa: E402
+from filelock import FileLock  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tools.data.inputs import input_kind  # noqa: E402
+from tools.io import atomic_path, atomic_write_text  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SegBundleInferTask", "SegBundleTrainTask", "SegBundlesApp", "parse_models", "write_label"]
+__all__ = ["AtomicLocalDatastore", "SegBundleInferTask", "SegBundleTrainTask", "SegBundlesApp", "parse_models",
+           "write_label"]
+
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def parse_models(spec: str) -> dict[str, tuple[str, list[str], int | None]]:
@@ -226,6 +242,53 @@ class SegBundleTrainTask(BundleTrainTask):
         return {**(result or {}), "run_dir": str(self._run_dir), "promoted": str(summary["destination"])}
 
 
+class AtomicLocalDatastore(LocalDatastore):
+    """MONAI Label's local datastore (the studies folder), writing labels and its ``datastore_v2.json`` whole or not
+    at all (:func:`tools.io.atomic_path`; MONAI Label copies straight onto the destination, so a server stopped or
+    a disk filled mid-copy leaves a truncated label that training then reads), and refusing a label whose tag is not
+    a plain name (it names the folder under ``labels/``)."""
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        """Save ``label_filename`` as the ``label_tag`` label of ``image_id``; returns the label id (the image id).
+
+        Raises:
+            ImageNotFoundException: if ``image_id`` is not an image of the datastore (the label is not saved).
+            MONAILabelException: ``INVALID_INPUT``, if ``label_tag`` is not a plain name (letters, digits, ``_``,
+                ``-``, ``.``).
+        """
+        if not isinstance(label_tag, str) or not _TAG.fullmatch(label_tag):
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT,
+                                      f"tag {label_tag!r}: not a label tag (letters, digits, '_', '-', '.'; no path)")
+        obj = self._datastore.objects.get(image_id)
+        if not obj:
+            raise ImageNotFoundException(f"image {image_id!r}: no such image in the studies folder; label not saved")
+        _, label_ext = self._to_id(os.path.basename(label_filename))
+        name = self._filename(image_id, label_ext)
+        dest = os.path.join(self._datastore.label_path(label_tag), name)
+        logger.info(f"Saving label {label_tag} of image {image_id}: {label_filename} -> {dest}")
+        with FileLock(self._lock_file):
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(label_filename, tmp)
+            label_info = {**(label_info or {}), "ts": int(time.time()), "name": name}
+            obj.labels[label_tag] = DataModel(info=label_info, ext=label_ext)
+            self._update_datastore_file(lock=False)
+        return image_id
+
+    def _update_datastore_file(self, lock=True):
+        # MONAI Label's own writes datastore_v2.json with open(..., "w"): a crash mid-write loses every record
+        def write():
+            self._ignore_event_config = True
+            atomic_write_text(self._datastore_config_path,
+                              json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str))
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()
+
+
 class SegBundlesApp(MONAILabelApp):
     """The app: one inference task and one training task per served model (``conf["models"]``, see
     :func:`parse_models`); active learning strategies ``random`` and ``first``; nothing downloaded (no zoo, no SAM)."""
@@ -235,6 +298,29 @@ class SegBundlesApp(MONAILabelApp):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="seg-bundles",
                          description="MONAI bundles of published segmentation networks (this repository)",
                          version="1")
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return AtomicLocalDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                    auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                    read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def infer(self, request, datastore=None):
+        """MONAI Label's inference (``request["image"]``: an image id of the datastore, or the absolute path of an
+        uploaded file), refusing an image id the datastore does not have instead of reading it as a path relative
+        to the server's working folder.
+
+        Raises:
+            ImageNotFoundException: for such an id.
+            MONAILabelException: MONAI Label's, e.g. for a model that is not served.
+        """
+        image = request.get("image")
+        if isinstance(image, str) and not os.path.isabs(image):
+            uri = (datastore or self.datastore()).get_image_uri(image)
+            if not uri or not os.path.exists(uri):
+                raise ImageNotFoundException(f"image {image!r}: no such image in the studies folder")
+        return super().infer(request, datastore)
 
     def init_infers(self) -> dict[str, InferTask]:
         infers = {}
