@@ -196,6 +196,10 @@ def _compare(eager: torch.Tensor, exported: torch.Tensor, threshold: float) -> d
 
 
 def _seconds_per_input(fn: Callable, x: torch.Tensor, repeats: int = 3) -> float:
+    """Median of ``repeats`` timed calls after two untimed ones (TorchScript's profiling executor optimises the graph
+    over its first calls; onnxruntime allocates its arenas on the first)."""
+    with torch.no_grad():
+        fn(x), fn(x)
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
