@@ -129,7 +129,9 @@ def test_evaluating_writes_dice_iou_hd95_with_intervals(trained, tmp_path):
     data = _two_volume_dataset(tmp_path / "data")
     metrics = _evaluate(tmp_path / "eval", dataset_dir=str(data), checkpoint=str(trained / "models" / "model.pt"),
                         **TINY)
-    assert set(metrics) == {*METRICS, *(f"{m}_ci95" for m in METRICS), "n_volumes", "ci_method", "hd95_unit"}
+    parts = [f"dice_L{k}" for k in range(1, 6)]  # per vertebra, from the label files' L1..L5
+    assert set(metrics) == {*METRICS, *parts, *(f"{m}_ci95" for m in [*METRICS, *parts]), "n_volumes", "ci_method",
+                            "hd95_unit"}
     assert metrics["n_volumes"] == 2 and "volumes" in metrics["ci_method"] and metrics["hd95_unit"] == "mm"
     assert 0.0 <= metrics["dice"] <= 1.0 and 0.0 <= metrics["iou"] <= 1.0
     for m in METRICS:  # two copies of one volume: the interval is the value itself, or null if undefined

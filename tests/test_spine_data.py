@@ -202,3 +202,20 @@ def test_component_filter_measures_in_mm3_from_the_affine_and_is_off_at_zero():
     assert torch.equal(FilterComponentsd("pred")({"pred": coarse})["pred"], coarse)
     with pytest.raises(ValueError):
         FilterComponentsd("pred", keep_largest=-1)
+
+
+def test_part_dice_gives_each_vertebra_its_own_dice_and_blames_the_nearest_for_a_false_positive():
+    from tools.metrics.volumes import part_dice
+
+    label = np.zeros((20, 20, 30), dtype=np.uint8)
+    label[5:10, 5:10, 2:8] = 1
+    label[5:10, 5:10, 12:18] = 2
+    parts = {"L1": 1, "L2": 2, "L3": 3}
+    perfect = part_dice(label > 0, label, parts)
+    assert perfect["dice_L1"] == perfect["dice_L2"] == 1.0 and math.isnan(perfect["dice_L3"])
+    pred = label > 0
+    pred[5:10, 5:10, 25:28] = True  # a false positive beyond L2
+    d = part_dice(pred, label, parts)
+    assert d["dice_L1"] == 1.0 and d["dice_L2"] == pytest.approx(2 * 150 / (150 + 225))
+    with pytest.raises(ValueError, match="differ in size"):
+        part_dice(pred[:, :, :10], label, parts)

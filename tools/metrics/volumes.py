@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from monai.utils import CommonKeys
 
 from tools.evaluation import SegmentationMetricsSaver, binary_metrics
 
-__all__ = ["VOLUME_METRICS", "volume_metrics", "VolumeMetricsSaver"]
+__all__ = ["VOLUME_METRICS", "volume_metrics", "part_dice", "VolumeMetricsSaver"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,36 @@ def _voxel_spacing(label) -> list[float]:
     return [float(s) for s in affine_to_spacing(torch.as_tensor(affine).double(), r=3)]
 
 
+def part_dice(pred: np.ndarray, label_map: np.ndarray, parts: Mapping[str, int]) -> dict[str, float]:
+    """Dice of each labelled part (e.g. vertebra L1..L5) of a binary prediction against a label map ``(H, W, D)``.
+
+    A binary network does not say which vertebra a voxel belongs to, so each predicted voxel is given to the nearest
+    labelled part (a Voronoi partition of the volume by the label map: ``scipy.ndimage.distance_transform_edt`` with
+    its nearest-voxel indices); part ``j``'s Dice is then ``2 |P_j & G_j| / (|P_j| + |G_j|)``. A false positive far
+    from every vertebra counts against the nearest one. Keys ``dice_<name>``; NaN for a part absent from the label
+    map.
+
+    Raises:
+        ValueError: if the shapes differ.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    pred, label_map = np.asarray(pred) > 0, np.asarray(label_map)
+    if pred.shape != label_map.shape:
+        raise ValueError(f"prediction {pred.shape} and label map {label_map.shape} differ in size.")
+    if not label_map.any():
+        return {f"dice_{name}": float("nan") for name in parts}
+    idx = distance_transform_edt(label_map == 0, return_distances=False, return_indices=True)
+    nearest = label_map[tuple(idx)]
+    out = {}
+    for name, value in parts.items():
+        g = label_map == value
+        p = pred & (nearest == value)
+        total = int(g.sum()) + int(p.sum())
+        out[f"dice_{name}"] = 2.0 * int((p & g).sum()) / total if g.any() else float("nan")
+    return out
+
+
 class VolumeMetricsSaver(SegmentationMetricsSaver):
     """Ignite handler: per-volume Dice, IoU and HD95 (mm) of an evaluator's output, written as ``metrics.json`` and
     ``per_volume.csv`` (the spine bundle's ``evaluate.json``).
@@ -107,6 +137,10 @@ class VolumeMetricsSaver(SegmentationMetricsSaver):
         threshold: probability threshold (0.5).
         pred_key, label_key: keys of the prediction and the label.
         confidence, n_resamples, seed: of the bootstrap intervals (0.95, 10000, 0).
+        parts: part name -> value in the label file (e.g. ``{"L1": 1, ..., "L5": 5}``): also each part's Dice
+            (:func:`part_dice`, columns ``dice_<name>``), from the label file that the label item names
+            (``filename_or_obj``; the evaluation chain takes every label above 0 as foreground, so the map is read
+            again; it must have the prediction's grid, as the spine evaluation's unresampled chain keeps it).
     """
 
     CASES = "volumes"
@@ -120,7 +154,9 @@ class VolumeMetricsSaver(SegmentationMetricsSaver):
         confidence: float = 0.95,
         n_resamples: int = 10000,
         seed: int = 0,
+        parts: Mapping[str, int] | None = None,
     ) -> None:
+        self.parts = dict(parts or {})
         super().__init__(output_dir, threshold, metrics_fn=partial(volume_metrics, threshold=threshold),
                          pred_key=pred_key, label_key=label_key, confidence=confidence, n_resamples=n_resamples,
                          seed=seed)
@@ -133,4 +169,10 @@ class VolumeMetricsSaver(SegmentationMetricsSaver):
         gt = _squeeze3d(label, "label", source)
         if prob.shape != gt.shape:
             raise ValueError(f"{source}: prediction {tuple(prob.shape)} and label {tuple(gt.shape)} differ in size.")
-        return self.metrics_fn(prob, gt, _voxel_spacing(label))
+        out = self.metrics_fn(prob, gt, _voxel_spacing(label))
+        if self.parts:
+            import nibabel as nib
+
+            label_map = np.asarray(nib.load(source).dataobj).reshape(gt.shape)
+            out.update(part_dice(np.asarray(prob) >= self.threshold, label_map, self.parts))
+        return out
