@@ -207,6 +207,14 @@ def test_spine_ct_dicom_seg_maps_onto_the_source_slices(orientation, tmp_path):
     assert total > 0
 
 
+def test_an_empty_mask_gives_a_seg_whose_frames_are_empty(tmp_path):
+    series = make_series(tmp_path / "series")
+    _infer(COVID[1], series, tmp_path / "out", output_format="dicom_seg", **{**_covid_overrides(), "threshold": 0.99})
+    assert check_round_trip(tmp_path / "out" / "series_seg.dcm", series, tmp_path / "out" / "series_mask.nii.gz",
+                            COVID[1], from_pixels=False) == 0
+    assert int(pydicom.dcmread(tmp_path / "out" / "series_seg.dcm").NumberOfFrames) == SLICES  # highdicom keeps them
+
+
 def test_spine_dicom_seg_through_resampling_and_a_real_network(tmp_path):
     """The CT configuration as shipped (1 mm resampling and its inversion) with a tiny random network: the SEG is
     the NIfTI mask, slice for slice."""
