@@ -186,8 +186,17 @@ def _run_reporting_skips(engine: Any, what: str) -> None:
     raise InputsFailed("\n".join([head, *(f"  {reason}" for reason in reasons)]), reasons, total)
 
 
+def _no_seg_note(reasons: Sequence[str], total: int, output_dir: str | Path) -> str:
+    """The message naming the inputs that got a mask but no DICOM SEG (at most 10 listed), or "" when none."""
+    if not reasons:
+        return ""
+    more = f"\n  ... and {len(reasons) - 10} more" if len(reasons) > 10 else ""
+    return (f"--output_format dicom_seg: {len(reasons)} of {total} input(s) got no DICOM SEG (their masks in "
+            f"{output_dir} were written):\n" + "\n".join(f"  {r}" for r in reasons[:10]) + more)
+
+
 def run_inference(evaluator: Any, datalist: Sequence[Mapping], output_dir: str | Path, volume: bool = False,
-                  overwrite: Any = False) -> None:
+                  overwrite: Any = False, output_format: Any = "nifti") -> None:
     """The inference run: check the output folder and the masks' names, run ``evaluator``, then raise
     :class:`~tools.errors.InputsFailed` if some inputs were skipped (their masks are not written, the others are).
 
@@ -198,14 +207,35 @@ def run_inference(evaluator: Any, datalist: Sequence[Mapping], output_dir: str |
         output_dir: the masks' folder.
         volume: the inputs are CT volumes (masks ``.nii.gz``), else 2D images (``.png``).
         overwrite: replace masks that exist (``--overwrite true``); accepts booleans and ``"true"``/``"false"``.
+        output_format: ``"nifti"`` or ``"dicom_seg"`` (a DICOM SEG beside the mask of each DICOM series input,
+            :mod:`tools.dicom_seg`). Inputs that cannot have a SEG (a NIfTI file, 2D images, a series without its
+            Study Instance UID) still get their mask, and are named by an :class:`~tools.errors.InputError` after the
+            run.
 
     Raises:
-        OutputError: before the model runs (:func:`check_output_dir`, :func:`check_mask_outputs`).
+        ValueError: for an unknown ``output_format``.
+        OutputError: before the model runs (:func:`check_output_dir`, :func:`check_mask_outputs`, existing SEGs).
         InputsFailed: after the run, listing each skipped input and why.
+        InputError: after the run, with ``output_format`` ``"dicom_seg"``, naming the inputs without a SEG and why.
     """
+    from tools.dicom_seg import check_output_format, check_seg_outputs
+
+    fmt, overwrite = check_output_format(output_format), as_flag(overwrite, "overwrite")
     check_output_dir(output_dir)
-    check_mask_outputs([d["image"] for d in datalist], output_dir, volume, as_flag(overwrite, "overwrite"))
-    _run_reporting_skips(evaluator, f"masks in {output_dir}")
+    inputs = [d["image"] for d in datalist]
+    check_mask_outputs(inputs, output_dir, volume, overwrite)
+    no_seg = check_seg_outputs(inputs, output_dir, overwrite) if fmt == "dicom_seg" else []
+    for reason in no_seg:
+        logger.warning(reason)
+    note = _no_seg_note(no_seg, len(inputs), output_dir)
+    try:
+        _run_reporting_skips(evaluator, f"masks in {output_dir}")
+    except InputsFailed as e:
+        if not note:
+            raise
+        raise InputsFailed(f"{e}\n{note}", e.reasons + no_seg, e.total) from e
+    if note:
+        raise InputError(note)
 
 
 def run_evaluation(evaluator: Any, output_dir: str | Path) -> None:

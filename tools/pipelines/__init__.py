@@ -5,7 +5,7 @@ in the module named for what it handles:
 - :mod:`tools.pipelines.slices`: grey 2D slices (8-bit CT slices, 16-bit mapped or refused) and their masks.
 - :mod:`tools.pipelines.ct`: CT volumes, and the COVID-19 CT bundles' lesion post-processing.
 - :mod:`tools.pipelines.rgb`: RGB photographs (colonoscopy, dermoscopy), their normalisation and its statistics.
-- :mod:`tools.masks`: writing the masks (every bundle's inference).
+- :mod:`tools.masks`: writing the masks (every bundle's inference); :mod:`tools.dicom_seg`: their DICOM SEG.
 """
 
 from tools.pipelines.ct import LUNG_REGION_KEY, ct_volume_preprocessing, lesion_postprocessing

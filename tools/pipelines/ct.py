@@ -5,7 +5,7 @@ turns lesion logits into masks on the input's grid (slices and volumes) and writ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from monai.data import ITKReader, NibabelReader
@@ -26,7 +26,7 @@ from monai.transforms import (
 )
 
 from tools.lung_mask import LungMaskd
-from tools.masks import mask_saver
+from tools.masks import mask_writers
 from tools.transforms import CheckDicomSeriesd, CheckedLoadImaged, CheckHUd, CheckInputd
 
 __all__ = ["ct_volume_preprocessing", "LUNG_REGION_KEY", "lesion_postprocessing"]
@@ -124,6 +124,8 @@ def lesion_postprocessing(
     threshold: float = 0.5,
     lung_mask: bool = True,
     overwrite: bool = False,
+    output_format: str = "nifti",
+    dicom_seg: Mapping | None = None,
 ) -> Compose:
     """Post-processing of the lesion logits ``pred`` for slices and CT volumes: sigmoid, (volumes: keep the lungs),
     back to the input's grid, threshold, write.
@@ -138,6 +140,8 @@ def lesion_postprocessing(
             the network's grid, before ``Invertd``); needs ``ct_volume_preprocessing(lung_crop=True)``. Ignored for
             slices.
         overwrite: replace a mask file that exists (else writing it raises :class:`tools.errors.OutputError`).
+        output_format, dicom_seg: ``"dicom_seg"`` also writes a DICOM SEG beside the NIfTI mask of a volume read from
+            a DICOM series (:func:`tools.masks.mask_writers`).
     """
     out = [Activationsd(keys="pred", sigmoid=True)]
     if volume and lung_mask:
@@ -146,6 +150,7 @@ def lesion_postprocessing(
         Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True,
                 device="cpu"),
         AsDiscreted(keys="pred", threshold=threshold),
-        mask_saver(output_dir, volume=volume, overwrite=overwrite),
+        *mask_writers(output_dir, volume=volume, overwrite=overwrite, output_format=output_format,
+                      dicom_seg=dicom_seg),
     ]
     return Compose(out)

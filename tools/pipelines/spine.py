@@ -33,7 +33,7 @@ from monai.transforms import (
 
 from tools.errors import InputError
 from tools.input_checks import check_label_map
-from tools.masks import mask_saver
+from tools.masks import mask_writers
 from tools.transforms import CheckDicomSeriesd, CheckedLoadImaged, CheckHUd, CheckInputd
 
 __all__ = [
@@ -271,17 +271,18 @@ class FilterComponentsd(MapTransform):
 
 
 def spine_postprocessing(preprocessing: Compose, output_dir: str, threshold: float = 0.5,
-                         overwrite: bool = False, min_component_mm3: float = 0.0, keep_largest: int = 0) -> Compose:
+                         overwrite: bool = False, min_component_mm3: float = 0.0, keep_largest: int = 0,
+                         output_format: str = "nifti", dicom_seg: Mapping | None = None) -> Compose:
     """Vertebra logits ``pred`` -> sigmoid -> back to the input's grid (``Invertd``: resampling and orientation,
     bilinear on probabilities) -> ``>= threshold`` -> connected components (:class:`FilterComponentsd`; off at 0, the
     default) -> NIfTI mask (uint8 0/1, the input's shape and affine) written by :func:`tools.pipelines.mask_saver` as
-    ``<output_dir>/<input name>_mask.nii.gz``."""
+    ``<output_dir>/<input name>_mask.nii.gz`` and, with ``output_format`` ``"dicom_seg"``, for a DICOM series a DICOM
+    SEG ``<input name>_seg.dcm`` beside it (:func:`tools.masks.mask_writers`)."""
     return Compose([
         Activationsd(keys="pred", sigmoid=True),
         Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True,
                 device="cpu"),
         AsDiscreted(keys="pred", threshold=threshold),
         FilterComponentsd(keys="pred", min_component_mm3=min_component_mm3, keep_largest=keep_largest),
-        mask_saver(output_dir, volume=True, overwrite=overwrite),
+        *mask_writers(output_dir, volume=True, overwrite=overwrite, output_format=output_format, dicom_seg=dicom_seg),
     ])
-
