@@ -168,7 +168,8 @@ def test_ensemble_config_without_fold_models_names_the_fix(tmp_path):
         fold_checkpoints(tmp_path)
 
 
-def test_semi_supervised_config_trains_two_rounds_end_to_end(tmp_path):
+def _train_semi(tmp_path: Path, **overrides) -> tuple[Path, Path]:
+    """Three sample slices as the unlabelled folder; a 1-epoch teacher and 1-epoch students of the tiny network."""
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
     for name in ("0.jpg", "39.jpg", "53.jpg"):
@@ -177,8 +178,12 @@ def test_semi_supervised_config_trains_two_rounds_end_to_end(tmp_path):
     run("training", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "train_semi.json")],
         logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE), dataset_dir=str(SAMPLE / "dataset"),
         output_dir=str(out), ckpt_dir=str(out / "models"), unlabelled_dir=str(unlabelled),
-        **{"train#trainer#max_epochs": 1, "student_epochs": 1, "pseudo_per_epoch": 2, "semi_rounds": 2, **TINY,
-           **QUIET})
+        **{"train#trainer#max_epochs": 1, "student_epochs": 1, "pseudo_per_epoch": 2, **TINY, **QUIET, **overrides})
+    return unlabelled, out
+
+
+def test_semi_supervised_config_trains_two_rounds_end_to_end(tmp_path):
+    unlabelled, out = _train_semi(tmp_path, semi_rounds=2)
     assert (out / "models" / "model.pt").is_file()
     for r in (1, 2):
         done = json.loads((out / f"round{r}" / "done.json").read_text())
@@ -193,16 +198,7 @@ def test_semi_supervised_config_trains_two_rounds_end_to_end(tmp_path):
 
 
 def test_semi_supervised_without_the_teacher_keeps_the_best_student(tmp_path):
-    unlabelled = tmp_path / "unlabelled"
-    unlabelled.mkdir()
-    for name in ("0.jpg", "39.jpg", "53.jpg"):
-        shutil.copy(SAMPLE / "dataset" / "Imgs" / name, unlabelled / f"u{name}")
-    out = tmp_path / "semi"
-    run("training", config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "train_semi.json")],
-        logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE), dataset_dir=str(SAMPLE / "dataset"),
-        output_dir=str(out), ckpt_dir=str(out / "models"), unlabelled_dir=str(unlabelled),
-        **{"train#trainer#max_epochs": 1, "student_epochs": 1, "pseudo_per_epoch": 2, "semi_rounds": 1,
-           "keep_teacher": False, "unlabelled_every": 2, "harmonise_window": False, **TINY, **QUIET})
+    _, out = _train_semi(tmp_path, semi_rounds=1, keep_teacher=False, unlabelled_every=2, harmonise_window=False)
     done = json.loads((out / "round1" / "done.json").read_text())
     assert done["pseudo_labelled"] == 2  # every 2nd of the 3 slices
     teacher, kept = (out / "round0" / "model.pt").read_bytes(), (out / "models" / "model.pt").read_bytes()
