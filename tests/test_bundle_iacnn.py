@@ -160,6 +160,22 @@ def test_evaluating_images_masks_folder_writes_the_papers_metrics(trained, tmp_p
     assert len(rows) == metrics["n_images"] + 1 and rows[0].startswith("image,dice,iou")
 
 
+def test_evaluating_with_a_gallery_pictures_the_worst_cases_lowest_dice_first(trained, tmp_path):
+    import csv
+
+    from PIL import Image
+
+    bundle, out = trained
+    _evaluate(bundle, _sample(bundle), tmp_path, out / "models" / "model.pt", gallery_worst=2)
+    pictures = sorted((tmp_path / "worst_cases").glob("*.png"))
+    rows = sorted(csv.DictReader((tmp_path / "per_image.csv").open()), key=lambda r: float(r["dice"]))
+    assert len(pictures) == 2
+    for picture, row in zip(pictures, rows):  # the two lowest Dice of the per-image table, in that order
+        assert Path(row["image"]).stem in picture.name and f"dice{float(row['dice']):.2f}" in picture.name
+        with Image.open(picture) as sheet, Image.open(_sample(bundle) / "images" / row["image"]) as im:
+            assert sheet.size == (3 * im.size[0], im.size[1] + 18)
+
+
 @pytest.mark.parametrize("suffix", ["_segmentation", "_lesion", ""])
 def test_evaluating_pairs_tif_images_with_suffixed_png_masks(trained, tmp_path, suffix):
     bundle, out = trained
