@@ -219,3 +219,15 @@ def test_part_dice_gives_each_vertebra_its_own_dice_and_blames_the_nearest_for_a
     assert d["dice_L1"] == 1.0 and d["dice_L2"] == pytest.approx(2 * 150 / (150 + 225))
     with pytest.raises(ValueError, match="differ in size"):
         part_dice(pred[:, :, :10], label, parts)
+
+
+def test_component_filter_keeps_a_split_vertebras_piece_within_the_margin_but_not_a_distant_component():
+    from tools.pipelines.spine import FilterComponentsd
+
+    prob = _blobs()
+    prob[0, 10:16, 10:16, 45] = 0.0  # split the last vertebra (slices 42-47) at 45: pieces 42-44 and 46-47
+    out = FilterComponentsd("pred", keep_largest=5, fragment_margin_mm=2)({"pred": prob})["pred"]
+    assert float(out[0, 10:16, 10:16, 46:48].sum()) > 0  # the split piece, 2 mm away, kept
+    assert float(out[0, 35:37, 35:37, 55:57].sum()) == 0  # the distant false positive still removed
+    without = FilterComponentsd("pred", keep_largest=5)({"pred": prob})["pred"]
+    assert float(without[0, 10:16, 10:16, 46:48].sum()) == 0  # without the margin the smaller piece goes

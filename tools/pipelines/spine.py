@@ -233,19 +233,27 @@ class FilterComponentsd(MapTransform):
     ``min_component_mm3`` removes the small distant false positives behind the large HD95 of some subjects (the
     spine bundle's cross-validation, docs). Either is off at 0.
 
-    Spacing (mm) for ``min_component_mm3``: the map's own affine (a MetaTensor's ``pixdim``), else that of
-    ``reference_key`` (the label, in evaluation), else 1 mm.
+    ``fragment_margin_mm`` (with ``keep_largest``): also keep the components within that distance (mm) of the kept
+    ones, so that a vertebra the network split in two keeps its smaller piece (a piece of a poorly segmented L1 was
+    the 6th-largest component of one validation subject), while a distant false positive, or the next vertebra
+    beyond the disc, stays removed (lumbar discs are 8-12 mm high).
+
+    Spacing (mm) for ``min_component_mm3`` and ``fragment_margin_mm``: the map's own affine (a MetaTensor's
+    ``pixdim``), else that of ``reference_key`` (the label, in evaluation), else 1 mm.
 
     Raises:
         ValueError: for a negative size or count.
     """
 
     def __init__(self, keys, min_component_mm3: float = 0.0, keep_largest: int = 0, threshold: float = 0.5,
-                 reference_key: str | None = None, allow_missing_keys: bool = False) -> None:
+                 reference_key: str | None = None, allow_missing_keys: bool = False,
+                 fragment_margin_mm: float = 0.0) -> None:
         super().__init__(keys, allow_missing_keys)
-        if float(min_component_mm3) < 0 or int(keep_largest) < 0:
-            raise ValueError(f"min_component_mm3 ({min_component_mm3}) and keep_largest ({keep_largest}) must be >= 0.")
+        if float(min_component_mm3) < 0 or int(keep_largest) < 0 or float(fragment_margin_mm) < 0:
+            raise ValueError(f"min_component_mm3 ({min_component_mm3}), keep_largest ({keep_largest}) and "
+                             f"fragment_margin_mm ({fragment_margin_mm}) must be >= 0.")
         self.min_mm3, self.keep, self.threshold = float(min_component_mm3), int(keep_largest), float(threshold)
+        self.margin = float(fragment_margin_mm)
         self.reference_key = reference_key
 
     def _pixdim(self, d: Mapping, key: str) -> Sequence[float]:
@@ -253,6 +261,21 @@ class FilterComponentsd(MapTransform):
             if getattr(item, "affine", None) is not None:
                 return [float(v) for v in item.pixdim]
         return [1.0, 1.0, 1.0]
+
+    def _with_fragments(self, mask, kept, pixdim: Sequence[float]):
+        """``kept`` plus the components of ``mask`` with a voxel within ``margin`` mm of it (SciPy's labelling and
+        Euclidean distance transform, in mm: MONAI has no distance-to-component transform)."""
+        import numpy as np
+        from scipy import ndimage
+
+        m, k = np.asarray(mask[0].cpu()) > 0, np.asarray(kept[0].cpu()) > 0
+        if not k.any():
+            return kept
+        labels, _ = ndimage.label(m & ~k, structure=np.ones((3, 3, 3)))
+        near = ndimage.distance_transform_edt(~k, sampling=list(pixdim)[:3]) <= self.margin
+        close = np.unique(labels[near & (labels > 0)])
+        out = k | np.isin(labels, close[close > 0])
+        return torch.as_tensor(out[None], device=kept.device).to(kept.dtype)
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
@@ -265,14 +288,17 @@ class FilterComponentsd(MapTransform):
                 mask = RemoveSmallObjects(min_size=self.min_mm3, connectivity=3, by_measure=True,
                                           pixdim=self._pixdim(d, key))(mask)
             if self.keep:
-                mask = KeepLargestConnectedComponent(applied_labels=[1], num_components=self.keep, connectivity=3)(mask)
+                kept = KeepLargestConnectedComponent(applied_labels=[1], num_components=self.keep,
+                                                     connectivity=3)(mask.clone())  # it writes into its input
+                mask = self._with_fragments(mask, kept, self._pixdim(d, key)) if self.margin else kept
             d[key] = value * torch.as_tensor(mask > 0, device=value.device).to(value.dtype)
         return d
 
 
 def spine_postprocessing(preprocessing: Compose, output_dir: str, threshold: float = 0.5,
                          overwrite: bool = False, min_component_mm3: float = 0.0, keep_largest: int = 0,
-                         output_format: str = "nifti", dicom_seg: Mapping | None = None) -> Compose:
+                         output_format: str = "nifti", dicom_seg: Mapping | None = None,
+                         fragment_margin_mm: float = 0.0) -> Compose:
     """Vertebra logits ``pred`` -> sigmoid -> back to the input's grid (``Invertd``: resampling and orientation,
     bilinear on probabilities) -> ``>= threshold`` -> connected components (:class:`FilterComponentsd`; off at 0, the
     default) -> NIfTI mask (uint8 0/1, the input's shape and affine) written by :func:`tools.pipelines.mask_saver` as
@@ -283,6 +309,7 @@ def spine_postprocessing(preprocessing: Compose, output_dir: str, threshold: flo
         Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True,
                 device="cpu"),
         AsDiscreted(keys="pred", threshold=threshold),
-        FilterComponentsd(keys="pred", min_component_mm3=min_component_mm3, keep_largest=keep_largest),
+        FilterComponentsd(keys="pred", min_component_mm3=min_component_mm3, keep_largest=keep_largest,
+                          fragment_margin_mm=fragment_margin_mm),
         *mask_writers(output_dir, volume=True, overwrite=overwrite, output_format=output_format, dicom_seg=dicom_seg),
     ])
