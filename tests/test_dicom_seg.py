@@ -24,6 +24,7 @@ from monai.bundle import run
 from nibabel.affines import apply_affine
 
 from conftest import BUNDLES
+from test_bundle_covid19_rcbunetpp import _messages
 
 hd = pytest.importorskip("highdicom")
 
@@ -39,14 +40,6 @@ ORIENTATIONS = {
     "axial_flipped": ([-1, 0, 0, 0, -1, 0], [0, 0, -2.5]),  # rows to patient right, columns anterior, slices down
     "sagittal": ([0, 1, 0, 0, 0, -1], [-3.0, 0, 0]),
 }
-
-
-def _messages(exc: BaseException) -> str:
-    out = []
-    while exc is not None:
-        out.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(out)
 
 
 def make_series(folder: Path, orientation: str = "axial", seed: int = 0) -> Path:

@@ -43,6 +43,17 @@ needs_monailabel = pytest.mark.skipif(
     not HAS_MONAILABEL, reason='monailabel is not installed (pip install -e ".[monailabel]", see README.md)')
 
 
+
+def _stop(proc: subprocess.Popen, log) -> None:
+    """SIGTERM the server, kill it if it has not stopped in 30 s, close its log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
 def test_every_bundle_is_a_model_and_ct_configurations_get_their_own():
     dirs = bundle_dirs()
     spec = model_spec(dirs)
@@ -204,13 +215,7 @@ def test_monailabel_server_info_infer_2d_and_ct_and_train(tmp_path):
         status, _ = _request(f"{base}/infer/{RCB.name}?image=24&output=image")  # served with the new model
         assert status == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        _stop(proc, log)
 
 
 # ---------------------------------------------------------------- bad requests and load (issue #27)
@@ -375,13 +380,7 @@ def small_server(tmp_path_factory):
             pytest.fail("server did not start:\n" + log_path.read_text()[-3000:])
         yield {"base": base, "studies": studies, "tmp": tmp, "app": root / "app", "log": log_path}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        _stop(proc, log)
 
 
 def _bad_requests(base: str, studies: Path) -> list[tuple[str, str, bytes, dict, int, str]]:
