@@ -21,11 +21,14 @@ EXCLUDED_DISTRIBUTIONS = {"seg-bundles"}
 
 
 def _config_third_party(bundle: Path) -> set[str]:
-    """Top-level modules the configs import (``$import ignite``) or instantiate (``"_target_": "ignite.x.Y"``)."""
+    """Top-level modules the configs import (``$import ignite``) or instantiate (``"_target_": "ignite.x.Y"``), and
+    ``tqdm`` where a config turns a progress bar on (``"progress": true``: MONAI imports it optionally)."""
     names: set[str] = set()
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
+            if value.get("progress") is True:  # MONAI's inferers import tqdm only when their progress bar is on
+                names.add("tqdm")
             target = value.get("_target_")
             if isinstance(target, str) and "." in target and not target.startswith(("$", "@", "%")):
                 names.add(target.split(".")[0])
