@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from tools.evaluation import binary_metrics
 from tools.io import atomic_path
 
 __all__ = ["failure_kind", "WorstCasesGallery"]
@@ -80,11 +81,9 @@ class WorstCasesGallery:
             if "pred" not in item or "label" not in item:
                 continue  # a skipped input (tools.runner.TolerantDataset)
             pred, gt = _as_2d(item["pred"]) >= self.threshold, _as_2d(item["label"]) > 0
-            tp = float((pred & gt).sum())
-            dice = 2 * tp / (pred.sum() + gt.sum()) if pred.any() or gt.any() else 1.0
-            case = {"pred": pred, "gt": gt, "dice": float(dice),
-                    "precision": tp / pred.sum() if pred.any() else float(not gt.any()),
-                    "sensitivity": tp / gt.sum() if gt.any() else 1.0,
+            m = binary_metrics(pred, gt)  # the per_image.csv figures (tools.evaluation)
+            case = {"pred": pred, "gt": gt, "dice": m["dice"], "precision": m["precision"],
+                    "sensitivity": m["sensitivity"],
                     "image": str(getattr(item.get("image"), "meta", {}).get("filename_or_obj", "")),
                     "label": str(getattr(item["label"], "meta", {}).get("filename_or_obj", ""))}
             self._count += 1

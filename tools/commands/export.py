@@ -26,6 +26,7 @@ the command exits 1).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import statistics
@@ -133,7 +134,7 @@ def export_torchscript(bundle: Path | str, filepath: Path | str | None = None) -
 def _dynamic_shapes(net: torch.nn.Module, divisor: int | None) -> dict:
     from torch.export import Dim
 
-    name = next(iter(__import__("inspect").signature(net.forward).parameters))
+    name = next(iter(inspect.signature(net.forward).parameters))
     dims = {0: Dim("batch", min=1, max=4096)}
     if divisor:
         dims.update({2: divisor * Dim("h_blocks", min=1, max=8192 // divisor),
@@ -216,7 +217,8 @@ def parity(bundle: str | Path, path: str | Path, fmt: str, net: torch.nn.Module 
     bundle = Path(bundle).resolve()
     net = net if net is not None else inference_network(bundle)
     inputs, sources = samples if samples is not None else sample_inputs(bundle)
-    threshold = float(_parser(bundle).get_parsed_content("threshold")) if "threshold" in _parser(bundle) else 0.5
+    parser = _parser(bundle)
+    threshold = float(parser.get_parsed_content("threshold")) if "threshold" in parser else 0.5
     exported = load_exported(path, fmt)
     with torch.no_grad():
         report = _compare(net(inputs), exported(inputs), threshold)

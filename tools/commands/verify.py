@@ -22,7 +22,7 @@ import jsonschema
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_net_in_out
 
-from tools.commands.export import export_torchscript
+from tools.commands.export import export_torchscript, inference_network
 
 __all__ = [
     "BundleCheckError", "CHECKS", "REQUIRED_FILES", "SCHEMA_PATH", "verify_bundle", "verify_dataset_dir",
@@ -256,10 +256,7 @@ def check_torchscript(bundle: Path, meta: dict, atol: float = 1e-4) -> None:
     """Export to a temporary file, load it, and compare its output with eager mode on the trained weights."""
     inp = meta["network_data_format"]["inputs"]["image"]
     shape = [int(eval(str(s), {"n": 4, "p": 1})) for s in inp["spatial_shape"]]  # noqa: S307
-    net = _inference_network(bundle)
-    state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
-    net.load_state_dict(state.get("model", state) if isinstance(state, dict) and "model" in state else state)
-    net.eval()
+    net = inference_network(bundle)
     x = torch.rand(1, inp["num_channels"], *shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         ts_path = export_torchscript(bundle, Path(tmp) / "model.ts")

@@ -81,7 +81,8 @@ def benchmark_volume(bundle_dir: str | Path, volume_shape: Sequence[int] = (512,
                                    "preprocessing_3d in configs/inference.json).")
     shape = tuple(int(s) for s in volume_shape)
     with tempfile.TemporaryDirectory() as tmp:
-        volume = full_size_ct(_source_ct(bundle), shape, Path(tmp) / "full_size_ct.nii")  # gzip of 150 MB: slower than the run
+        source = _source_ct(bundle)
+        volume = full_size_ct(source, shape, Path(tmp) / "full_size_ct.nii")  # gzip of 150 MB: slower than the run
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps([str(c) for c in configs]),
                "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(bundle),
                "--input", str(volume), "--output_dir", str(Path(tmp) / "out")]
@@ -98,7 +99,7 @@ def benchmark_volume(bundle_dir: str | Path, volume_shape: Sequence[int] = (512,
         spacing = [round(float(v), 3) for v in nib.load(str(volume)).header.get_zooms()[:3]]
     result = {
         "bundle": bundle.name, "configs": [c.name for c in configs], "volume_shape": list(shape),
-        "voxel_mm": spacing, "source": _source_ct(bundle).name,
+        "voxel_mm": spacing, "source": source.name,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
         "seconds_wall": round(seconds, 1), "seconds_per_slice": round(seconds / shape[2], 4),
