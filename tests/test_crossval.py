@@ -90,6 +90,43 @@ def test_from_run_evaluates_the_fold_models_again_without_training(cv_run, tmp_p
                  dataset_dir=SAMPLE / "dataset", from_run=cv_run)
 
 
+def test_from_two_runs_scores_each_fold_with_the_ensemble_of_their_fold_models(cv_run, tmp_path):
+    # the same run twice: the ensemble of two equal members must score as the member alone
+    single = json.loads((cv_run / "crossval.json").read_text())
+    result = crossval(BUNDLE, folds=2, output_dir=tmp_path / "ens", overrides={**TINY, **QUIET},
+                      dataset_dir=SAMPLE / "dataset", from_run=f"{cv_run},{cv_run}")
+    for f, g in zip(result["folds"], single["folds"]):
+        assert f["evaluated_from"] == [str(cv_run / f"fold{f['fold']}" / "models" / "model.pt")] * 2
+        assert f["seconds"] == pytest.approx(2 * g["seconds"], abs=0.11) and f["val_items"] == g["val_items"]
+        state = torch.load(tmp_path / "ens" / f"fold{f['fold']}" / "ensemble.pt", weights_only=True)
+        assert {k.split(".")[1] for k in state} == {"0", "1"}
+    for metric in ("dice", "iou", "mean_dice_256"):
+        assert result["pooled"][metric] == pytest.approx(single["pooled"][metric], abs=1e-3)
+    assert "mean-probability ensemble" in (tmp_path / "ens" / "crossval.md").read_text()
+
+
+def test_ensemble_state_dict_loads_into_replicate_as_the_mean_of_its_members(tmp_path):
+    from custom_networks.nets import RCBUNetPlusPlus
+    from tools.ensembles import ensemble_state_dict, replicate
+
+    nets, paths = [], []
+    for i in range(2):
+        torch.manual_seed(i)
+        nets.append(RCBUNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=1, features=(4, 8, 8, 8, 8)).eval())
+        paths.append(tmp_path / f"m{i}.pt")
+        torch.save({"model": nets[-1].state_dict()} if i else nets[-1].state_dict(), paths[-1])
+    ensemble = replicate(nets[0], 2)
+    ensemble.load_state_dict(ensemble_state_dict(paths))
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        want = (torch.sigmoid(nets[0](x)) + torch.sigmoid(nets[1](x))) / 2
+        assert not torch.allclose(torch.sigmoid(nets[0](x)), torch.sigmoid(nets[1](x)))
+        assert torch.allclose(torch.sigmoid(ensemble.eval()(x)), want, atol=1e-5)
+    torch.save([1, 2], tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt"):
+        ensemble_state_dict([tmp_path / "bad.pt"])
+
+
 def test_kfold_split_is_deterministic_and_keeps_groups_whole():
     items = [{"image": f"/d/images/{i}.jpg"} for i in range(1, 80)]
     a = [kfold_split(items, 5, k, seed=3, group="clip")[1] for k in range(5)]

@@ -46,9 +46,25 @@ __all__ = [
     "fold_checkpoints",
     "MeanProbabilityEnsemble",
     "fold_ensemble",
+    "replicate",
+    "ensemble_state_dict",
 ]
 
 ENSEMBLE_MODES = ("mean", "vote")
+
+
+def _read_state(path: str | Path, key: str = "model") -> dict:
+    """The state dict in ``path`` (a state dict, or a training checkpoint holding one under ``key``).
+
+    Raises:
+        ValueError: if the file holds neither, naming it.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get(key), dict):
+        state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (nor a checkpoint with one under '{key}').")
+    return state
 
 
 def load_networks(
@@ -68,12 +84,7 @@ def load_networks(
             f"need one checkpoint per network, got {len(networks)} networks and {len(checkpoints)} checkpoints."
         )
     for network, path in zip(networks, checkpoints):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-        if not isinstance(state, dict):
-            raise ValueError(f"{path}: not a state dict (nor a checkpoint with one under '{key}').")
-        network.load_state_dict(state)
+        network.load_state_dict(_read_state(path, key))
         network.to(device).eval()
     return list(networks)
 
@@ -199,3 +210,33 @@ def fold_ensemble(network_def: nn.Module, checkpoints: Sequence[str | Path], dev
 
     nets = load_networks([copy.deepcopy(network_def) for _ in checkpoints], checkpoints, device)
     return MeanProbabilityEnsemble(nets).to(device).eval()
+
+
+def replicate(network_def: nn.Module, n: int) -> MeanProbabilityEnsemble:
+    """:class:`MeanProbabilityEnsemble` of ``n`` untrained copies of ``network_def``, for a config whose checkpoint
+    loader then loads one :func:`ensemble_state_dict` into it (``python -m tools crossval --from_run A,B``).
+
+    Raises:
+        ValueError: if ``n`` < 1.
+    """
+    import copy
+
+    if int(n) < 1:
+        raise ValueError(f"an ensemble needs at least one network, got n={n}.")
+    return MeanProbabilityEnsemble([copy.deepcopy(network_def) for _ in range(int(n))])
+
+
+def ensemble_state_dict(checkpoints: Sequence[str | Path], key: str = "model") -> dict[str, torch.Tensor]:
+    """One state dict of :class:`MeanProbabilityEnsemble` (``networks.<i>.<name>``) from its members' checkpoints
+    (state dicts, or training checkpoints holding one under ``key``), in order.
+
+    Raises:
+        ValueError: if ``checkpoints`` is empty or a file holds no state dict, naming the file.
+    """
+    if not checkpoints:
+        raise ValueError("an ensemble needs at least one checkpoint.")
+    merged: dict[str, torch.Tensor] = {}
+    for i, path in enumerate(checkpoints):
+        state = _read_state(path, key)
+        merged.update({f"networks.{i}.{name}": value for name, value in state.items()})
+    return merged

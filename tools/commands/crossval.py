@@ -20,7 +20,11 @@ Output, for ``output_dir`` ``OUT``:
 Evaluation only (``from_run``): the fold models of an earlier run are evaluated again with other evaluation
 settings (e.g. the spine bundle's connected-component post-processing, ``{"min_component_mm3": 500}``), nothing is
 trained; the folds must be the earlier run's (same K, seed and split), and each fold's record keeps that run's training
-figures and names the model it evaluated (``evaluated_from``).
+figures and names the model it evaluated (``evaluated_from``). Several earlier runs (``from_run`` ``"A,B"``: the same
+folds, e.g. one recipe trained with two seeds) make each fold's model the mean-probability ensemble of their fold-``k``
+models (:class:`tools.ensembles.MeanProbabilityEnsemble`, written as ``OUT/fold<k>/ensemble.pt``): every member left
+out the same items, so the ensemble is measured out of fold too, which a K-fold ensemble of one run cannot be (each of
+its members trained on the other folds' items).
 
 Selection caveat, said in ``crossval.md`` too: each fold's checkpoint is chosen (and early-stopped) on the same
 held-out fold it is scored on, as the bundles' own validation does; the pooled figures are therefore slightly
@@ -37,12 +41,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from monai.bundle import ConfigParser
 
 from tools.commands.crossval_tables import _markdown, _read_csv, _write_csv, pooled_table
 from tools.commands.runs import (CompareError, CrossvalError, _bundle_files, _common_overrides, _evaluate_on_validation,
                                  _parse_overrides, _workflow)
-from tools.io import atomic_write_text
+from tools.ensembles import ensemble_state_dict
+from tools.io import atomic_path, atomic_write_text
 from tools.run_control import ProgressLog, attach_early_stopping
 
 __all__ = ["CrossvalError", "fold_group_of", "crossval", "pooled_table", "crossval_command"]
@@ -95,6 +101,31 @@ def _source_fold(source: Path, k: int, settings: Mapping) -> tuple[dict, Path]:
     kept = ("fold", "epochs", "best_epoch", "best_val_metric", "seconds", "resumed_from", "rounds")
     return {**{key: earlier[key] for key in kept if key in earlier}, "evaluated_from": str(model),
             "trained_with": theirs.get("overrides")}, model
+
+
+def _run_list(from_run: str | Path | Sequence[str | Path] | None) -> list[Path]:
+    """``from_run`` as a list of run folders: one path, comma-separated paths, or a sequence of them."""
+    if not from_run:
+        return []
+    if isinstance(from_run, (str, Path)):
+        from_run = [p for p in str(from_run).split(",") if p.strip()]
+    return [Path(p).expanduser().resolve() for p in from_run]
+
+
+def _ensemble_fold(sources: Sequence[Path], k: int, settings: Mapping, out: Path, common: Mapping
+                   ) -> tuple[dict, Path, dict]:
+    """Fold ``k`` of several earlier runs as one ensemble: its record (training figures summed, each member's
+    named), the merged checkpoint ``out/ensemble.pt`` and the overrides that make ``network`` the ensemble."""
+    parts = [_source_fold(src, k, settings) for src in sources]
+    records, models = [r for r, _ in parts], [m for _, m in parts]
+    record = {"fold": k, "epochs": sum(r["epochs"] for r in records), "best_epoch": [r["best_epoch"] for r in records],
+              "seconds": round(sum(r["seconds"] for r in records), 1), "evaluated_from": [str(m) for m in models],
+              "trained_with": [r.get("trained_with") for r in records], "members": records}
+    checkpoint = out / "ensemble.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(checkpoint) as tmp:
+        torch.save(ensemble_state_dict(models), tmp)
+    return record, checkpoint, {**common, "network#network": f"$tools.ensembles.replicate(@network_def, {len(models)})"}
 
 
 def _train_fold(k: int, folds: int, configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path,
@@ -171,7 +202,8 @@ def crossval(
         only_folds: train and evaluate only these folds now (the others must be done already, or are left for a
             later call); the pooled files are written when every fold is done.
         command: the command line to write into ``crossval.md`` (default: rebuilt from the arguments).
-        from_run: an earlier crossval ``output_dir`` whose fold models are evaluated (no training; module docstring).
+        from_run: an earlier crossval ``output_dir`` whose fold models are evaluated (no training; module docstring);
+            several (a sequence, or comma-separated): each fold's model is the ensemble of their fold models.
 
     Returns:
         the content of ``crossval.json``: ``{"bundle", "recipe", "n_folds", "unit", "command", "settings", "folds":
@@ -203,9 +235,9 @@ def crossval(
     settings = {"folds": folds, "seed": int(seed), "group": group, "recipe": recipe, "max_epochs": max_epochs,
                 "early_stop_patience": patience, "overrides": extra, "dataset_dir": common.get("dataset_dir"),
                 "data_root_env": os.environ.get("SEG_DATA_ROOT")}
-    source = Path(from_run).resolve() if from_run else None
-    if source is not None:
-        settings["from_run"] = str(source)
+    sources = _run_list(from_run)
+    if sources:
+        settings["from_run"] = str(sources[0]) if len(sources) == 1 else [str(src) for src in sources]
     if command is None:
         command = (f"python -m tools crossval {bundle_dir} --folds {folds} --output_dir {output_dir or out_root}"
                    + "".join(f" --config {c}" for c in overlays) + (f" --max_epochs {max_epochs}" if max_epochs else "")
@@ -230,12 +262,17 @@ def crossval(
         fold_common = {**common, **_format_fold(extra, k),
                        "make_split": {"_target_": "tools.data.kfold_split", "_mode_": "callable", "datalist": "@datalist",
                                       "n_folds": folds, "fold": k, "seed": int(seed), "group": group}}
-        if source is None:
+        if not sources:
             logger.info("fold %d/%d: training (%s) into %s", k + 1, folds, recipe, out)
             record = {"fold": k, **_train_fold(k, folds, configs, files, bundle, out, fold_common, patience)}
             record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, fold_common)
+        elif len(sources) > 1:
+            record, model, ensemble_common = _ensemble_fold(sources, k, settings, out, fold_common)
+            logger.info("fold %d/%d: evaluating the ensemble of %s (no training)", k + 1, folds,
+                        ", ".join(record["evaluated_from"]))
+            record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, ensemble_common, checkpoint=model)
         else:
-            record, model = _source_fold(source, k, settings)
+            record, model = _source_fold(sources[0], k, settings)
             logger.info("fold %d/%d: evaluating %s (no training)", k + 1, folds, model)
             record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, fold_common, checkpoint=model)
         rows = _read_csv(out / f"per_{unit[:-1]}.csv")
@@ -303,6 +340,8 @@ def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = N
             files are written by the call that finds every fold done.
         from_run: an earlier crossval OUTPUT_DIR: evaluate its fold models again (no training) with --overrides,
             e.g. '{"min_component_mm3": 500}' for the spine bundle's post-processing; same --folds and --seed.
+            Several, comma-separated (e.g. two seeds of one recipe): each fold is scored by the mean-probability
+            ensemble of their fold models, out of fold.
     """
     import shlex
     import sys

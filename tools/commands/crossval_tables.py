@@ -93,6 +93,18 @@ def group_table(rows: Sequence[Mapping[str, str]], group: str, metrics: Sequence
     return lines
 
 
+def _from_run_note(from_run: str | list | None) -> str:
+    if not from_run:
+        return ""
+    if isinstance(from_run, str):
+        return (f" Evaluation only: the fold models of `{from_run}` (trained with its settings; epochs and seconds are "
+                "its training's), evaluated with these overrides.")
+    runs = ", ".join(f"`{r}`" for r in from_run)
+    return (f" Evaluation only: each fold is scored by the mean-probability ensemble of the same fold's models of {runs} "
+            "(every member left the fold out; epochs and seconds are the members' training, summed), evaluated with "
+            "these overrides.")
+
+
 def _markdown(result: Mapping, metrics: Sequence[str], rows: Sequence[Mapping[str, str]] = ()) -> str:
     s = result["settings"]
     unit = result["unit"]
@@ -107,8 +119,7 @@ def _markdown(result: Mapping, metrics: Sequence[str], rows: Sequence[Mapping[st
         "predicted once, by the model that did not train on it; intervals are bootstrap 95% over "
         f"{unit}. Each fold's checkpoint was chosen on its held-out fold (as the bundle's validation does), so the "
         "figures are slightly optimistic for every recipe alike."
-        + (f" Evaluation only: the fold models of `{s['from_run']}` (trained with its settings; epochs and seconds "
-           "are its training's), evaluated with these overrides." if s.get("from_run") else ""),
+        + _from_run_note(s.get("from_run")),
         "",
         "| fold | " + " | ".join(f"{unit}" if m == "n" else m for m in ["n", *metrics]) + " | best epoch | epochs | seconds |",
         "|" + "---|" * (len(metrics) + 5),
