@@ -26,6 +26,7 @@ END_TO_END_MODULES = frozenset({
     "test_ma_covid_layout",
     "test_verify",
     "test_benchmark",
+    "test_epoch_benchmark",
     "test_runner",
     "test_crossval",
 })

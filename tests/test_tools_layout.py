@@ -19,7 +19,7 @@ VERBS = {
     "export": ("bundle_dir", "filepath", "format", "output"),
     "pack": ("bundle_dir", "output_dir", "overwrite"),
     "benchmark": ("bundle_dir", "input", "mode", "output_json", "repeats", "steps", "rounds", "compile",
-                  "volume_shape"),
+                  "volume_shape", "epochs", "config", "overrides", "dataset_dir"),
     "compare": ("bundle_dir", "variants", "max_epochs", "output_dir", "dataset_dir", "overrides", "reuse"),
     "crossval": ("bundle_dir", "folds", "output_dir", "max_epochs", "overrides", "config", "seed", "patience",
                  "dataset_dir", "only_folds", "from_run"),

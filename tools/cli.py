@@ -16,6 +16,9 @@ Commands:
                                   time the bundle's inference on INPUT, write the results file
     benchmark BUNDLE_DIR --mode train [--output_json F] [--steps N] [--rounds N] [--compile]
                                   time the training step: fp32 baseline vs the default (bf16, channels-last)
+    benchmark BUNDLE_DIR --mode epoch [--epochs N] [--config OVERLAY] [--overrides JSON] [--dataset_dir DIR]
+                                  time real training epochs (ignite's BasicTimeProfiler): dataflow, processing,
+                                  handlers, cache fill, against the training step alone
     compare BUNDLE_DIR [--variants "['a','b']"] [--max_epochs N] [--output_dir OUT] [--dataset_dir DIR]
             [--overrides JSON] [--reuse]
                                   train the bundle's network and its baselines (configs/baselines/*.json) the

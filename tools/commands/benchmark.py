@@ -305,27 +305,41 @@ def benchmark_training(bundle_dir: str | Path, output_json: str | Path | None = 
 
 def benchmark_command(bundle_dir: str, input: str | None = None, mode: str = "infer", output_json: str | None = None,  # noqa: A002
               repeats: int = 3, steps: int = 3, rounds: int = 3, compile: bool = False,  # noqa: A002
-              volume_shape: str | tuple | None = None) -> str:
-    """Time the bundle's inference on INPUT (--mode infer), on a full-size CT volume (--volume_shape), or its
-    training step (--mode train); print the results.
+              volume_shape: str | tuple | None = None, epochs: int = 2, config: str | None = None,
+              overrides: str | None = None, dataset_dir: str | None = None) -> str:
+    """Time the bundle's inference on INPUT (--mode infer), on a full-size CT volume (--volume_shape), its
+    training step (--mode train) or its training epochs (--mode epoch); print the results.
 
     Writes the results file and prints it as JSON. Timings belong in these files and the docs, never in tests.
+    Exits 1 with FAILED and the reason on a bad volume shape or a bad --mode epoch setting (missing overlay, bad
+    overrides, epochs < 1, a folder that is not a bundle), 2 on a bad --mode or a missing INPUT.
 
     Args:
         bundle_dir: the bundle folder.
         input: --mode infer: an image, a folder of images, a NIfTI volume or a DICOM-series folder.
         mode: infer (the bundle's inference.json workflow, model load excluded) or train (the real training step
-            of train.json on synthetic tensors: fp32-contiguous baseline, the config's default on this machine,
-            and the other precision / memory-format variants).
-        output_json: the results file; default BUNDLE_DIR/benchmark_inference.json or benchmark_train.json.
+            of train.json on synthetic tensors, timed as the fp32-contiguous baseline, the config's default on this
+            machine and the other precision / memory-format variants) or epoch (the real training workflow of
+            train.json + --config on the real data for --epochs epochs with ignite's BasicTimeProfiler on the
+            trainer, reporting per epoch the wall, dataflow (batch fetching, i.e. loading and augmentation after
+            the cache), processing (forward, loss, backward, optimiser step) and event-handler (validation,
+            metrics, logs) seconds, the cache fill seconds, the data share dataflow / epoch, and the --mode train
+            step time x the epoch's iterations).
+        output_json: the results file; default BUNDLE_DIR/benchmark_inference.json, benchmark_train.json or
+            benchmark_epoch.json.
         repeats: --mode infer: timed runs after one warm-up.
-        steps: --mode train: timed steps per round.
-        rounds: --mode train: rounds interleaved across variants (each variant keeps its fastest round).
+        steps: --mode train and epoch: timed steps per round of the step benchmark.
+        rounds: --mode train and epoch: rounds interleaved across variants (each variant keeps its fastest round).
         compile: --mode train: also time torch.compile of the network.
         volume_shape: e.g. 512,512,300: the repository's sample CT resampled to that many voxels (field of view
             kept), through the bundle's CT inference (inference.json, + inference_ct.json where present) in a child
             process whose progress bar is shown; reports wall time, seconds per slice, peak memory (RSS) and device
             (default file BUNDLE_DIR/benchmark_volume.json). INPUT is not used.
+        epochs: --mode epoch: epochs to train (the first includes warm-up), at least 1.
+        config: --mode epoch: recipe overlay(s) merged over configs/train.json, relative to the bundle
+            (comma-separated), e.g. configs/recipes/generalising.json.
+        overrides: --mode epoch: JSON object (or a JSON file) of config id -> value, e.g. a batch size.
+        dataset_dir: --mode epoch: the training data folder; default the bundle's own (SEG_DATA_ROOT).
     """
     if volume_shape is not None:
         from tools.commands.volume_benchmark import VolumeBenchmarkError, benchmark_volume
@@ -338,12 +352,31 @@ def benchmark_command(bundle_dir: str, input: str | None = None, mode: str = "in
             sys.exit(1)
     elif mode == "train":
         result = benchmark_training(bundle_dir, output_json, steps=steps, rounds=rounds, compile=compile)
+    elif mode == "epoch":
+        from tools.commands.epoch_benchmark import EpochBenchmarkError, benchmark_epoch
+        from tools.commands.runs import CompareError
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        try:
+            result = benchmark_epoch(bundle_dir, epochs, config, overrides, dataset_dir, output_json, steps=steps,
+                                     rounds=rounds, command=_command_line(), step_benchmark=benchmark_training)
+        except (EpochBenchmarkError, CompareError) as e:
+            print(f"FAILED: {e}", file=sys.stderr)
+            sys.exit(1)
     elif mode == "infer":
         if input is None:
             print("FAILED: --mode infer needs INPUT (an image, folder, NIfTI volume or DICOM folder).", file=sys.stderr)
             sys.exit(2)
         result = benchmark_inference(bundle_dir, input, output_json, repeats)
     else:
-        print(f"FAILED: --mode must be 'infer' or 'train', got {mode!r}.", file=sys.stderr)
+        print(f"FAILED: --mode must be 'infer', 'train' or 'epoch', got {mode!r}.", file=sys.stderr)
         sys.exit(2)
     return json.dumps(result, indent=2)
+
+
+def _command_line() -> str | None:
+    """``python -m tools benchmark ...`` as typed, when this process was started so."""
+    import shlex
+
+    return "python -m tools benchmark " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 and sys.argv[1] == "benchmark" \
+        else None
