@@ -127,6 +127,19 @@ def test_ensemble_state_dict_loads_into_replicate_as_the_mean_of_its_members(tmp
         ensemble_state_dict([tmp_path / "bad.pt"])
 
 
+def test_json_words_on_the_command_line_reach_the_config_as_json_values():
+    # fire parses --overrides '{"keep_teacher": false}' as Python: false, true and null arrive as strings, and
+    # bool("false") is True (a students-only semi-supervised run once kept its teacher so)
+    from fire.parser import DefaultParseValue
+
+    from tools.commands.runs import _parse_overrides
+
+    raw = DefaultParseValue('{"keep_teacher": false, "teacher_checkpoint": null, "flags": [true, "x"], "n": 4}')
+    assert raw["keep_teacher"] == "false"
+    assert _parse_overrides(raw) == {"keep_teacher": False, "teacher_checkpoint": None, "flags": [True, "x"], "n": 4}
+    assert _parse_overrides('{"keep_teacher": false}') == {"keep_teacher": False}
+
+
 def test_kfold_split_is_deterministic_and_keeps_groups_whole():
     items = [{"image": f"/d/images/{i}.jpg"} for i in range(1, 80)]
     a = [kfold_split(items, 5, k, seed=3, group="clip")[1] for k in range(5)]

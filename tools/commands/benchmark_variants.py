@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tools.commands.compare import compare_variants
-from tools.commands.runs import CompareError, _json_words, _parse_overrides
+from tools.commands.runs import CompareError, _parse_overrides
 from tools.io import atomic_path, atomic_write_text
 
 __all__ = ["GridError", "METRICS", "load_grid", "benchmark_variants", "benchmark_table", "plot_benchmark"]
@@ -274,8 +274,6 @@ def benchmark_variants_command(
         reuse: keep a variant's results when OUTPUT_DIR/<variant>/result.json holds the same settings, instead of
             training it again.
     """
-    if isinstance(overrides, dict):
-        overrides = _json_words(overrides)
     try:
         result = benchmark_variants(bundle_dir, grid, output_dir=output_dir, max_epochs=max_epochs, dataset_dir=dataset_dir,
                           overrides=overrides, reuse=reuse)

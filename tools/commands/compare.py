@@ -42,7 +42,7 @@ from pathlib import Path
 from monai.bundle import ConfigParser
 
 from tools.commands.runs import (CompareError, _bundle_files, _check_schedule, _common_overrides,
-                                 _evaluate_on_validation, _json_words, _parse_overrides, _sha256, _workflow)
+                                 _evaluate_on_validation, _parse_overrides, _sha256, _workflow)
 from tools.io import atomic_write_text
 
 __all__ = ["CompareError", "TABLE_COLUMNS", "bundle_variants", "compare_variants", "comparison_table"]
@@ -318,8 +318,6 @@ def compare_command(
         reuse: keep a variant's results when OUTPUT_DIR/<variant>/result.json holds the same settings, instead of
             training it again.
     """
-    if isinstance(overrides, dict):
-        overrides = _json_words(overrides)
     try:
         result = compare_variants(bundle_dir, variants=variants, output_dir=output_dir, max_epochs=max_epochs,
                                   dataset_dir=dataset_dir, overrides=overrides, reuse=reuse)

@@ -33,7 +33,7 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import BasicTimeProfiler
 
-from tools.commands.runs import _bundle_files, _common_overrides, _json_words, _parse_overrides, _workflow
+from tools.commands.runs import _bundle_files, _common_overrides, _parse_overrides, _workflow
 from tools.io import atomic_write_text
 
 __all__ = ["EpochBenchmarkError", "benchmark_epoch"]
@@ -126,7 +126,7 @@ def benchmark_epoch(bundle_dir: str | Path, epochs: int = 2, config: str | Seque
     files = _bundle_files(bundle)
     overlays = _overlays(bundle, config)
     configs = [files["train"], *overlays]
-    extra = _json_words(_parse_overrides(overrides, EpochBenchmarkError))  # fire leaves JSON's false as "false"
+    extra = _parse_overrides(overrides, EpochBenchmarkError)
     common = _common_overrides(extra, dataset_dir, epochs, EpochBenchmarkError)
     rel = [str(c.relative_to(bundle)) if c.is_relative_to(bundle) else str(c) for c in configs]
     if command is None:

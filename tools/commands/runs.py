@@ -37,11 +37,15 @@ def _bundle_files(bundle: Path) -> dict[str, Path]:
 
 
 def _parse_overrides(overrides: Mapping | str | None, error: type[Exception] = CompareError) -> dict:
-    """``--overrides`` as a dict: a dict, inline JSON text or a JSON file's path; anything else raises ``error``."""
+    """``--overrides`` as a dict: a dict, inline JSON text or a JSON file's path; anything else raises ``error``.
+
+    A dict is what fire makes of ``--overrides '{"keep_teacher": false}'``: it parses the text as Python, so JSON's
+    ``true`` / ``false`` / ``null`` arrive as the strings "true" / "false" / "null" (and ``bool("false")`` is True);
+    they are turned back into JSON's values (:func:`_json_words`) for every command alike."""
     if overrides is None:
         return {}
     if isinstance(overrides, Mapping):
-        return dict(overrides)
+        return _json_words(dict(overrides))
     if isinstance(overrides, str):
         text = Path(overrides).read_text() if Path(overrides).is_file() else overrides
         try:
