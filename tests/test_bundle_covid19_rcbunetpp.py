@@ -89,6 +89,59 @@ def test_training_resumes_from_checkpoint(trained, tmp_path):
     assert list(tmp_path.glob("resume_checkpoint_epoch=2.pt"))
 
 
+def _resume_and_look(out: Path, resume: Path, early_stopping: dict) -> dict:
+    """Resume ``resume`` into ``out`` for one more epoch with early stopping attached (as ``tools crossval`` does);
+    return the evaluator's best score and early stopping's state as the first resumed iteration sees them."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+
+    from tools.run_control import attach_early_stopping
+
+    wf = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), logging_file=str(CONFIGS / "logging.conf"),
+                        meta_file=str(CONFIGS / "metadata.json"), workflow_type="train", bundle_root=str(BUNDLE),
+                        dataset_dir=str(SAMPLE / "dataset"), output_dir=str(out), ckpt_dir=str(out / "models"),
+                        resume_from=str(resume), **{"train#trainer#max_epochs": 2, "val_interval": 1,
+                                                    "train#handlers#-1#persist": False, **TINY})
+    wf.initialize()
+    trainer, evaluator = wf.parser.get_parsed_content("train#trainer"), wf.parser.get_parsed_content("validate#evaluator")
+    stop = attach_early_stopping(trainer, evaluator, 5)
+    seen: dict = {}
+
+    @trainer.on(Events.ITERATION_STARTED)  # after the resume handlers (Events.STARTED) have loaded
+    def _look(_):
+        seen.setdefault("best", (evaluator.state.best_metric, evaluator.state.best_metric_epoch))
+        seen.setdefault("early_stopping", (stop.counter, stop.best_score))
+
+    state = torch.load(resume, map_location="cpu", weights_only=True)
+    state["run_state"]["early_stopping"] = early_stopping
+    torch.save(state, resume)
+    wf.run()
+    wf.finalize()
+    return seen
+
+
+def test_a_resumed_run_goes_on_with_the_best_score_and_patience_of_the_interrupted_one(tmp_path):
+    out = tmp_path / "run"
+    _train(out)  # epoch 1: its validation is the best so far, models/model.pt
+    resume = next(out.glob("resume_checkpoint_epoch=1.pt"))
+    saved = torch.load(resume, map_location="cpu", weights_only=True)["run_state"]
+    assert saved["best_metric_epoch"] == 1 and len(saved["key_metric_checkpoint"]["_saved"]) == 1
+    # as if the interrupted run had had early stopping, 2 validations without improvement
+    seen = _resume_and_look(out, resume, {"counter": 2, "best_score": saved["best_metric"], "threshold_mode": "abs"})
+    # MONAI's evaluator would start again at -1 (a worse validation then overwrote models/model.pt), ignite's early
+    # stopping at 0
+    assert seen["best"] == (saved["best_metric"], 1)
+    assert seen["early_stopping"] == (2, saved["best_metric"])
+
+
+def test_a_run_resumed_into_another_folder_tracks_its_best_model_afresh(tmp_path):
+    _train(tmp_path / "first")
+    resume = next((tmp_path / "first").glob("resume_checkpoint_epoch=1.pt"))
+    seen = _resume_and_look(tmp_path / "second", resume, {"counter": 1, "best_score": 0.5, "threshold_mode": "abs"})
+    assert seen["best"] == (-1, -1) and seen["early_stopping"] == (1, 0.5)  # the best model is not in "second"
+    assert (tmp_path / "second" / "models" / "model.pt").is_file()
+
+
 def test_training_names_a_slice_whose_mask_is_empty(tmp_path):
     data = tmp_path / "data"
     for sub in ("Imgs", "GT"):

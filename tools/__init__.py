@@ -17,10 +17,11 @@ from . import (
     io,
     metrics,
     pipelines,
+    run_control,
     runner,
     training,
     transforms,
 )
 
-__all__ = ["checkpoints", "data", "errors", "evaluation", "input_checks", "io", "metrics", "pipelines", "runner",
-           "training", "transforms"]
+__all__ = ["checkpoints", "data", "errors", "evaluation", "input_checks", "io", "metrics", "pipelines", "run_control",
+           "runner", "training", "transforms"]

@@ -61,7 +61,7 @@ from torch.utils.data import Sampler
 
 from tools.data.files import IMAGE_EXTENSIONS, has_ext, natural_key
 from tools.io import atomic_path, atomic_write_text
-from tools.run_control import ProgressLog, attach_early_stopping, reset_early_stopping
+from tools.run_control import ProgressLog, attach_early_stopping, event_handlers, reset_early_stopping
 from tools.windowing import harmonise_window
 
 __all__ = ["unlabelled_images", "LabelledPlusPseudoSampler", "PseudoLabelRounds"]
@@ -110,17 +110,6 @@ class LabelledPlusPseudoSampler(Sampler[int]):
         pseudo = self.n_labelled + torch.randperm(self.n_pseudo, generator=g)[: self.per_epoch]
         order = torch.cat([torch.arange(self.n_labelled), pseudo])
         return iter(order[torch.randperm(len(order), generator=g)].tolist())
-
-
-def _event_handlers(engine: Any) -> list:
-    """The objects behind an ignite engine's event handlers (bound methods' ``__self__``), once each."""
-    found: list = []
-    for handlers in engine._event_handlers.values():
-        for h, _, _ in handlers:
-            obj = getattr(h, "__self__", h)
-            if all(obj is not f for f in found):
-                found.append(obj)
-    return found
 
 
 def _load_weights(network: torch.nn.Module, path: str | Path) -> None:
@@ -261,7 +250,7 @@ class PseudoLabelRounds:
                 shutil.copyfile(self.ckpt_path, tmp)
         self.ckpt_path.unlink(missing_ok=True)
         self.evaluator.state.best_metric, self.evaluator.state.best_metric_epoch = -1.0, -1
-        for handler in _event_handlers(self.evaluator):
+        for handler in event_handlers(self.evaluator):
             if isinstance(handler, CheckpointSaver) and handler._key_metric_checkpoint is not None:
                 handler._key_metric_checkpoint.reset()  # its ignite Checkpoint: forget the saved best score
 
