@@ -171,9 +171,12 @@ def ensemble_bundle(cv_run, tmp_path_factory) -> Path:
     cfg["network_def"]["features"] = TINY["network_def#features"]
     (dst / "configs" / "inference.json").write_text(json.dumps(cfg, indent=4))
     shipped = (dst / "models" / "model.pt").read_bytes()
+    (dst / "models" / "fold7").mkdir(parents=True)  # a member of an earlier, larger ensemble
+    (dst / "models" / "fold7" / "model.pt").write_bytes(shipped)
     promoted = promote_crossval(cv_run, dst, choice="auto")
     assert promoted["choice"] == "ensemble"
     assert (dst / "models" / "model.pt").read_bytes() == shipped  # the single model is left as it was
+    assert sorted(p.name for p in (dst / "models").glob("fold*")) == ["fold0", "fold1"]  # only this run's folds
     return dst
 
 

@@ -26,7 +26,7 @@ def promote_crossval(cv_dir: str | Path, bundle_dir: str | Path, choice: str = "
     """Ship a cross-validation run's models as the bundle's weights, and write what was chosen into its docs.
 
     - ``"ensemble"``: every fold's model to ``models/fold<k>/model.pt`` (``configs/inference_ensemble.json`` averages
-      their probabilities); ``models/model.pt`` (the single network that ``inference.json``, MONAI Label and the
+      their probabilities), and fold folders of an earlier ensemble of more folds removed; ``models/model.pt`` (the single network that ``inference.json``, MONAI Label and the
       exports use) is left as it is: a fold model was trained on (K - 1) / K of the data and picked on one small
       fold, which is no reason to replace a model trained on more.
     - ``"single"``: the fold model with the best held-out ``metric`` to ``models/model.pt``; fold models of an earlier
@@ -63,6 +63,10 @@ def promote_crossval(cv_dir: str | Path, bundle_dir: str | Path, choice: str = "
     if chosen == "ensemble":
         for f in folds:
             written.append(promote(cv / f"fold{f['fold']}", bundle, dtype, destination=f"models/fold{f['fold']}/model.pt"))
+        kept = {f"fold{f['fold']}" for f in folds}
+        for stale in (bundle / "models").glob("fold*"):  # an earlier ensemble of more folds: not a member of this one
+            if stale.is_dir() and stale.name not in kept:
+                shutil.rmtree(stale)
     else:
         written.append(promote(cv / f"fold{best['fold']}", bundle, dtype))
         for stale in (bundle / "models").glob("fold*"):
