@@ -46,7 +46,7 @@ from monai.bundle import ConfigParser
 
 from tools.commands.crossval_tables import _markdown, _read_csv, _write_csv, pooled_table
 from tools.commands.runs import (CompareError, CrossvalError, _bundle_files, _common_overrides, _evaluate_on_validation,
-                                 _parse_overrides, _workflow)
+                                 _parse_overrides, _recipe_configs, _workflow)
 from tools.ensembles import ensemble_state_dict
 from tools.io import atomic_path, atomic_write_text
 from tools.run_control import ProgressLog, attach_early_stopping
@@ -216,11 +216,8 @@ def crossval(
     """
     bundle = Path(bundle_dir).resolve()
     files = _bundle_files(bundle)
-    overlays = [config] if isinstance(config, str) else list(config or [])
-    configs = [files["train"]] + [(bundle / c) if not Path(c).is_absolute() else Path(c) for c in overlays]
-    for c in configs:
-        if not c.is_file():
-            raise CrossvalError(f"{c}: no such recipe config.")
+    configs = _recipe_configs(bundle, files, config, CrossvalError)
+    overlays = [str(c) for c in ([config] if isinstance(config, str) else list(config or []))]
     folds = int(folds)
     if folds < 2:
         raise CrossvalError(f"folds must be at least 2, got {folds}.")

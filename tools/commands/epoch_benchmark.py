@@ -33,7 +33,7 @@ import torch
 from ignite.engine import Events
 from ignite.handlers import BasicTimeProfiler
 
-from tools.commands.runs import _bundle_files, _common_overrides, _parse_overrides, _workflow
+from tools.commands.runs import _bundle_files, _common_overrides, _parse_overrides, _recipe_configs, _workflow
 from tools.io import atomic_write_text
 
 __all__ = ["EpochBenchmarkError", "benchmark_epoch"]
@@ -48,16 +48,6 @@ _BASELINE = {"mixed_precision": "fp32", "memory_format": "contiguous"}
 
 class EpochBenchmarkError(RuntimeError):
     """The epoch benchmark cannot run (bad arguments, a missing overlay, a config without a trainer); says which."""
-
-
-def _overlays(bundle: Path, config: str | Sequence[str] | None) -> list[Path]:
-    if isinstance(config, str):
-        config = [c for c in config.split(",") if c.strip()]
-    paths = [(bundle / c) if not Path(c).is_absolute() else Path(c) for c in (config or [])]
-    for p in paths:
-        if not p.is_file():
-            raise EpochBenchmarkError(f"{p}: no such recipe config.")
-    return paths
 
 
 def _epoch_records(profiler: BasicTimeProfiler, wall: Sequence[float], validation: Mapping[int, float]) -> list[dict]:
@@ -124,8 +114,7 @@ def benchmark_epoch(bundle_dir: str | Path, epochs: int = 2, config: str | Seque
     """
     bundle = Path(bundle_dir).resolve()
     files = _bundle_files(bundle)
-    overlays = _overlays(bundle, config)
-    configs = [files["train"], *overlays]
+    configs = _recipe_configs(bundle, files, config, EpochBenchmarkError)
     extra = _parse_overrides(overrides, EpochBenchmarkError)
     common = _common_overrides(extra, dataset_dir, epochs, EpochBenchmarkError)
     rel = [str(c.relative_to(bundle)) if c.is_relative_to(bundle) else str(c) for c in configs]

@@ -72,6 +72,19 @@ def _workflow(config_files: Sequence[Path], files: Mapping[str, Path], bundle: P
     )
 
 
+def _recipe_configs(bundle: Path, files: Mapping[str, Path], config: str | Sequence[str] | None,
+                    error: type[Exception] = CompareError) -> list[Path]:
+    """``train.json`` followed by the recipe overlays ``config`` (one path, comma-separated paths or a sequence;
+    relative to the bundle unless absolute); a missing overlay raises ``error`` naming it."""
+    if isinstance(config, str):
+        config = [c for c in config.split(",") if c.strip()]
+    configs = [files["train"]] + [(bundle / c) if not Path(c).is_absolute() else Path(c) for c in (config or [])]
+    for c in configs:
+        if not c.is_file():
+            raise error(f"{c}: no such recipe config.")
+    return configs
+
+
 def _common_overrides(extra: Mapping, dataset_dir: str | Path | None, max_epochs: int | None,
                       error: type[Exception] = CompareError) -> dict:
     """The overrides every run of a command gets: ``extra``, then ``--dataset_dir`` (absolute) and ``--max_epochs``
