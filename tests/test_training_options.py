@@ -18,6 +18,7 @@ from tools.training_options import (
     OPTIMIZERS,
     CLAHEd,
     RandHueSaturationd,
+    StructureLoss,
     get_augmentation,
     get_loss,
     get_optimizer,
@@ -129,6 +130,54 @@ def test_ssim_of_2d_probability_maps_is_zero_for_identical_and_defined_for_empty
 def test_ssim_bce_dice_rejects_images_smaller_than_its_window():
     with pytest.raises(ValueError, match="win_size = 11"):
         get_loss("ssim_bce_dice")(torch.randn(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
+
+
+
+def _pranet_structure_loss(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PraNet's MyTrain.py ``structure_loss``, line for line (2D only, images at least 31 pixels a side)."""
+    weit = 1 + 5 * torch.abs(torch.nn.functional.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
+    wbce = torch.nn.functional.binary_cross_entropy_with_logits(pred, mask, reduction="none")
+    wbce = (weit * wbce).sum(dim=(2, 3)) / weit.sum(dim=(2, 3))
+    pred = torch.sigmoid(pred)
+    inter = ((pred * mask) * weit).sum(dim=(2, 3))
+    union = ((pred + mask) * weit).sum(dim=(2, 3))
+    wiou = 1 - (inter + 1) / (union - inter + 1)
+    return (wbce + wiou).mean()
+
+
+def test_structure_loss_is_pranets_weighted_bce_plus_weighted_iou():
+    torch.manual_seed(0)
+    logits, y = torch.randn(2, 1, 48, 40), square_mask(48)[..., :40]
+    torch.testing.assert_close(StructureLoss()(logits, y), _pranet_structure_loss(logits, y))
+    assert float(StructureLoss()((2 * y - 1) * 20, y)) < 0.01
+    assert float(StructureLoss()((1 - 2 * y) * 20, y)) > 0.5
+
+
+def test_structure_loss_weighs_boundary_pixels_and_trains_2d_and_3d_below_its_box_size():
+    y = square_mask(48)
+    near, far = torch.zeros_like(y), torch.zeros_like(y)
+    near[:, :, 10, 8] = 8.0  # a false positive next to the square's edge
+    far[:, :, 40, 40] = 8.0  # the same false positive far from it
+    base = -8.0 * (1 - y) + 8.0 * y
+    assert StructureLoss()(base + near, y) > StructureLoss()(base + far, y)  # the boundary pixel costs more
+    flat = StructureLoss(boundary_weight=0)  # without the weight the two cost the same
+    assert float(flat(base + near, y)) == pytest.approx(float(flat(base + far, y)))
+    net = tiny_net()
+    train_step(net, StructureLoss(), torch.optim.Adam(net.parameters(), 1e-3), torch.rand(2, 3, 16, 16), square_mask())
+    logits3d = torch.randn(1, 1, 8, 8, 8, requires_grad=True)
+    StructureLoss()(logits3d, (torch.rand(1, 1, 8, 8, 8) > 0.5).float()).backward()
+    assert torch.isfinite(logits3d.grad).all()
+
+
+@pytest.mark.parametrize("kwargs, shapes, message", [
+    ({"kernel_size": 30}, None, "kernel_size must be a positive odd integer"),
+    ({"boundary_weight": -1}, None, "boundary_weight must be >= 0"),
+    ({}, ((1, 1, 8, 8), (1, 1, 8, 9)), "of one shape"),
+    ({}, ((8, 8), (8, 8)), r"\(B, C, H, W\[, D\]\)"),
+])
+def test_structure_loss_rejects_bad_settings_and_shapes(kwargs, shapes, message):
+    with pytest.raises(ValueError, match=message):
+        StructureLoss(**kwargs)(*(torch.zeros(s) for s in shapes))
 
 
 def test_unknown_loss_lists_the_valid_names():

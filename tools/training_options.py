@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss, HausdorffDTLoss, SSIMLoss, TverskyLoss
 
 from custom_networks.nets.unet_variants import ACTIVATIONS
@@ -29,7 +30,7 @@ from tools.augmentation import AUGMENTATIONS, CLAHEd, RandHueSaturationd, get_au
 
 __all__ = [
     "LOSSES", "OPTIMIZERS", "AUGMENTATIONS", "ACTIVATIONS", "FocalTverskyLoss", "DiceBoundaryLoss", "SSIMBCEDiceLoss",
-    "CLAHEd", "RandHueSaturationd", "get_loss", "get_optimizer", "get_augmentation",
+    "StructureLoss", "CLAHEd", "RandHueSaturationd", "get_loss", "get_optimizer", "get_augmentation",
 ]
 
 LOSSES = ("bce_dice", "focal_tversky", "dice_boundary", "ssim_bce_dice")
@@ -149,6 +150,61 @@ class SSIMBCEDiceLoss(nn.Module):
         if min(input.shape[2:]) < self.win_size:
             raise ValueError(f"SSIM needs spatial sizes >= win_size = {self.win_size}, got shape {list(input.shape)}.")
         return self.bce_dice(input, target) + self.ssim_weight * self.ssim(torch.sigmoid(input), target.float())
+
+
+class StructureLoss(nn.Module):
+    """PraNet's structure loss: boundary-weighted BCE plus boundary-weighted IoU, on logits ``(B, C, H, W[, D])``.
+
+    Fan et al., "PraNet: parallel reverse attention network for polyp segmentation", MICCAI 2020,
+    arXiv:2006.11392, Sec. 2.4, Eq. 4: ``L = L_wIoU + L_wBCE`` (after Wei et al., F3Net, AAAI 2020, arXiv:1911.11445,
+    Sec. 3.4). Each pixel's weight is ``1 + 5 |avgpool_31(g) - g|``, large near the mask's boundary, where a 31-pixel
+    box mean of the mask ``g`` differs from ``g`` itself; per sample and channel::
+
+        wBCE = sum(w * bce(x, g)) / sum(w)
+        wIoU = 1 - (sum(w p g) + 1) / (sum(w (p + g)) - sum(w p g) + 1),   p = sigmoid(x)
+
+    and the loss is their sum, averaged over samples and channels. MONAI has neither term (its losses weigh classes,
+    not pixels by their distance to the boundary), hence this class; it follows the authors' code
+    (``structure_loss`` of DengPingFan/PraNet, ``MyTrain.py``), including the ``+ 1`` smoothing and the zero padding
+    (``count_include_pad``) of the box mean at the image border. Departure: the box mean is dimension-generic
+    (``avg_pool3d`` for 3D); PraNet is 2D only.
+
+    Args:
+        kernel_size: side of the box mean in pixels (odd; PraNet: 31, at 352 x 352 input).
+        boundary_weight: the factor of ``|avgpool(g) - g|`` (PraNet: 5).
+
+    Raises:
+        ValueError: if ``kernel_size`` is not a positive odd integer or ``boundary_weight < 0``; in ``forward``, if the
+            input is neither 4-D nor 5-D or input and target shapes differ.
+    """
+
+    def __init__(self, kernel_size: int = 31, boundary_weight: float = 5.0) -> None:
+        super().__init__()
+        if not (isinstance(kernel_size, int) and kernel_size > 0 and kernel_size % 2 == 1):
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}.")
+        if boundary_weight < 0:
+            raise ValueError(f"boundary_weight must be >= 0, got {boundary_weight}.")
+        self.kernel_size, self.boundary_weight = kernel_size, float(boundary_weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.ndim not in (4, 5) or input.shape != target.shape:
+            raise ValueError(f"input and target must be (B, C, H, W[, D]) of one shape, got {list(input.shape)} and "
+                             f"{list(target.shape)}.")
+        input, target = input.float(), target.float()
+        pool = F.avg_pool2d if input.ndim == 4 else F.avg_pool3d
+        # zero padding first, then an unpadded box mean: PraNet's avg_pool2d(padding=15) with its zeros counted, but
+        # also for images smaller than the box (torch's pooling refuses those)
+        padded = F.pad(target, [self.kernel_size // 2] * (2 * (input.ndim - 2)))
+        box = pool(padded, self.kernel_size, stride=1)
+        weight = 1 + self.boundary_weight * torch.abs(box - target)
+        dims = tuple(range(2, input.ndim))
+        bce = F.binary_cross_entropy_with_logits(input, target, reduction="none")
+        wbce = (weight * bce).sum(dims) / weight.sum(dims)
+        prob = torch.sigmoid(input)
+        inter = (prob * target * weight).sum(dims)
+        union = ((prob + target) * weight).sum(dims)
+        wiou = 1 - (inter + 1) / (union - inter + 1)
+        return (wbce + wiou).mean()
 
 
 def get_loss(name: str, **kwargs) -> nn.Module:
