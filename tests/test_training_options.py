@@ -132,7 +132,6 @@ def test_ssim_bce_dice_rejects_images_smaller_than_its_window():
         get_loss("ssim_bce_dice")(torch.randn(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
 
 
-
 def _pranet_structure_loss(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """PraNet's MyTrain.py ``structure_loss``, line for line (2D only, images at least 31 pixels a side)."""
     weit = 1 + 5 * torch.abs(torch.nn.functional.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
