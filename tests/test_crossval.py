@@ -258,6 +258,52 @@ def test_semi_supervised_without_the_teacher_keeps_the_best_student(tmp_path):
     assert kept == (out / "round1" / "model.pt").read_bytes() and kept != teacher
 
 
+def test_soft_pseudo_labels_are_probability_maps_and_train_as_graded_targets(tmp_path):
+    _, out = _train_semi(tmp_path, semi_rounds=1, pseudo_labels="soft", harmonise_window=False)
+    masks = sorted((out / "round1" / "pseudo").glob("*.png"))
+    assert len(masks) == 3 and (out / "round1" / "done.json").is_file()
+    values = np.unique(np.concatenate([np.asarray(Image.open(m)).ravel() for m in masks]))
+    assert len(set(values) - {0, 255}) > 0  # graded, not thresholded
+    from tools.pipelines import slice_loading
+    from monai.transforms import Compose
+
+    item = {"image": str(SAMPLE / "dataset" / "Imgs" / "0.jpg"), "label": str(masks[0])}
+    soft = Compose(slice_loading(allow_empty_label=True, soft_label=True))(item)["label"]
+    assert 0.0 <= float(soft.min()) and float(soft.max()) <= 1.0 and not set(torch.unique(soft).tolist()) <= {0.0, 1.0}
+    with pytest.raises(RuntimeError) as refused:  # the labelled chain still refuses a graded mask
+        Compose(slice_loading(allow_empty_label=True))(item)
+    assert "graded mask" in str(refused.value.__cause__) and masks[0].name in str(refused.value.__cause__)
+
+
+def test_given_pseudo_labels_replace_the_models_and_a_missing_one_is_named(tmp_path):
+    given = tmp_path / "given"
+    for d in (given, tmp_path / "a", tmp_path / "b"):
+        d.mkdir()
+    for name in ("0", "39"):
+        shutil.copy(SAMPLE / "dataset" / "GT" / f"{name}.png", given / f"u{name}.png")
+    with pytest.raises(RuntimeError) as err:  # the bundle runner wraps the error; the cause names the mask
+        _train_semi(tmp_path / "a", semi_rounds=1, harmonise_window=False, given_pseudo_labels=str(given))
+    cause = err.value
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert isinstance(cause, FileNotFoundError) and "u53.png" in str(cause)
+    shutil.copy(SAMPLE / "dataset" / "GT" / "53.png", given / "u53.png")
+    _, out = _train_semi(tmp_path / "b", semi_rounds=1, harmonise_window=False, given_pseudo_labels=str(given))
+    assert json.loads((out / "round1" / "done.json").read_text())["pseudo_labelled"] == 3
+    assert not (out / "round1" / "pseudo").exists()  # nothing of the model's own was written
+
+
+def test_soft_pseudo_labels_without_their_own_chain_are_refused():
+    from tools.semi_supervised import PseudoLabelRounds
+
+    with pytest.raises(ValueError, match="pseudo_transform"):
+        PseudoLabelRounds(None, None, torch.nn.Identity(), [], ".", ".", "m.pt", None, 1, None, None,
+                          pseudo_labels="soft")
+    with pytest.raises(ValueError, match="'hard' or 'soft'"):
+        PseudoLabelRounds(None, None, torch.nn.Identity(), [], ".", ".", "m.pt", None, 1, None, None,
+                          pseudo_labels="confident")
+
+
 def test_sampler_takes_every_labelled_item_and_fresh_pseudo_items_each_epoch():
     s = LabelledPlusPseudoSampler(n_labelled=4, n_pseudo=10, pseudo_per_epoch=3, seed=0)
     first, second = list(s), list(s)

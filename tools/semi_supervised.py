@@ -14,9 +14,11 @@ pseudo-labelled slices labels them again; and so on. :class:`PseudoLabelRounds` 
 1. **Teacher** (round 0): the bundle's supervised training (``train.json`` as it is), or a given checkpoint
    (``teacher_checkpoint``, e.g. the same fold's model of a supervised ``tools crossval`` run).
 2. **Pseudo-labels** (round ``r``): the current best model predicts every unlabelled slice; the foreground
-   probability is resized back to the slice's size and thresholded (``threshold``, 0.5) into a 0/255 PNG under
-   ``output_dir/round<r>/pseudo/``. Hard labels, written as the labelled masks are, go through the bundle's own
-   loading and augmentation unchanged.
+   probability is resized back to the slice's size and written as a PNG under ``output_dir/round<r>/pseudo/``:
+   ``pseudo_labels="hard"`` thresholds it (``threshold``, 0.5) into a 0/255 mask, written as the labelled masks are
+   and loaded by the bundle's own chain; ``"soft"`` keeps the probability (``round(255 p)``, steps of 1/255), loaded
+   by ``pseudo_transform`` (``tools.pipelines.slice_loading(soft_label=True)``) as a target in [0, 1] for the
+   bundle's loss (BCE and Dice take soft targets).
 3. **Student** (round ``r``): the current best model trained further on every labelled training slice plus
    ``pseudo_per_epoch`` pseudo-labelled slices drawn afresh each epoch (:class:`LabelledPlusPseudoSampler`), for at
    most ``student_epochs`` epochs with early stopping on the validation split.
@@ -33,10 +35,15 @@ Where this departs from Semi-Inf-Net, and why:
   retrains each time; here each round labels all unlabelled slices at once and the student samples from them, so
   that a round costs a bounded number of epochs (two rounds of a 5-fold cross-validation fit one working session on
   two CPU cores).
-- Semi-Inf-Net's pseudo-labels are the network's maps; here they are thresholded (hard labels), so that the
-  bundles' binary-mask checks keep guarding every target the network is trained on.
+- Semi-Inf-Net's pseudo-labels are the network's maps; here they are thresholded by default (hard labels), so that
+  the bundles' binary-mask checks keep guarding every target the network is trained on; ``pseudo_labels="soft"``
+  keeps the maps, as Semi-Inf-Net does, for the cross-validated comparison the COVID issue asks for.
 - The student starts from the teacher's weights (fine-tuning) rather than from scratch, for the same budget reason.
 - Step 0 is ours: Inf-Net's paper does not say that its unlabelled slices were windowed differently.
+
+``given_pseudo_labels`` replaces step 2 with someone else's masks (``<stem>.png`` a slice; Inf-Net's own
+``PseudoGT-SemiInfNet``, made by the authors' Semi-Inf-Net): for a clearly named comparison run only, never a shipped
+recipe, since those masks are another model's output, not ground truth.
 
 Interrupted runs resume per round: a round whose ``round<r>/done.json`` exists is not rerun (its model,
 ``round<r>/model.pt``, is loaded instead).
@@ -57,7 +64,7 @@ import torch
 from monai.data import DataLoader, Dataset
 from monai.handlers import CheckpointSaver
 from PIL import Image
-from torch.utils.data import Sampler
+from torch.utils.data import ConcatDataset, Sampler
 
 from tools.data.files import IMAGE_EXTENSIONS, has_ext, natural_key
 from tools.io import atomic_path, atomic_write_text
@@ -130,8 +137,8 @@ class PseudoLabelRounds:
         unlabelled_dir: folder of unlabelled slices.
         output_dir: where each round's pseudo-labels, model and ``done.json`` go (``round<r>/``).
         ckpt_path: the evaluator's best checkpoint (``@ckpt_dir + '/model.pt'``).
-        transform: the training chain of a labelled item (``@train#preprocessing``), applied to pseudo-labelled items
-            alike.
+        transform: the training chain of a labelled item (``@train#preprocessing``), applied to hard pseudo-labelled
+            items alike.
         batch_size: training batch size.
         predict_preprocessing: the chain of an unlabelled image alone (``{"image": path}`` -> ``(C, H, W)`` at the
             network's size), e.g. ``tools.pipelines.slice_inference_preprocessing``.
@@ -152,9 +159,19 @@ class PseudoLabelRounds:
         batch_size_predict: slices per forward pass when pseudo-labelling.
         harmonise_window: map the unlabelled slices onto the labelled slices' grey scale first (step 0); the labelled
             training items' images are the reference.
+        pseudo_labels: ``"hard"`` (0/255 masks at ``threshold``) or ``"soft"`` (8-bit probability maps), step 2.
+        pseudo_transform: the training chain of a pseudo-labelled item; required for ``"soft"`` (its label loading
+            must not binarise), ``None``: ``transform``.
+        given_pseudo_labels: a folder of another model's pseudo-labels, ``<stem>.png`` for each unlabelled slice,
+            used in every round instead of this model's (comparison runs; module docstring); ``None``: this model's.
+
+    Raises:
+        ValueError: at construction, for ``rounds`` or ``unlabelled_every`` below 1, an unknown ``pseudo_labels``, or
+            ``"soft"`` without ``pseudo_transform``.
 
     Raises (at :meth:`run`):
-        FileNotFoundError: if the unlabelled folder is missing or empty, or no best checkpoint was saved.
+        FileNotFoundError: if the unlabelled folder is missing or empty, a slice has no mask in
+            ``given_pseudo_labels``, or no best checkpoint was saved.
     """
 
     def __init__(self, trainer: Any, evaluator: Any, network: torch.nn.Module, labelled: Sequence[dict],
@@ -164,7 +181,15 @@ class PseudoLabelRounds:
                  teacher_checkpoint: str | Path | None = None, threshold: float = 0.5,
                  max_unlabelled: int | None = None, early_stop_patience: int | None = None, seed: int = 0,
                  batch_size_predict: int = 16, harmonise_window: bool = True, unlabelled_every: int = 1,
-                 keep_teacher: bool = True) -> None:
+                 keep_teacher: bool = True, pseudo_labels: str = "hard", pseudo_transform: Any = None,
+                 given_pseudo_labels: str | Path | None = None) -> None:
+        if pseudo_labels not in ("hard", "soft"):
+            raise ValueError(f"pseudo_labels must be 'hard' or 'soft', got {pseudo_labels!r}.")
+        if pseudo_labels == "soft" and pseudo_transform is None:
+            raise ValueError("soft pseudo-labels need a pseudo_transform that loads graded masks "
+                             "(tools.pipelines.slice_loading(soft_label=True)); the labelled chain would binarise them.")
+        self.pseudo_labels, self.given_pseudo_labels = pseudo_labels, given_pseudo_labels
+        self.pseudo_transform = transform if pseudo_transform is None else pseudo_transform
         if int(rounds) < 1:
             raise ValueError(f"rounds must be at least 1, got {rounds}.")
         if int(unlabelled_every) < 1:
@@ -225,7 +250,10 @@ class PseudoLabelRounds:
                 continue
             start = time.perf_counter()
             _load_weights(self.network, self.ckpt_path if self.ckpt_path.is_file() else self._teacher_copy)
-            pseudo, n_empty = self.pseudo_label(images, rdir / "pseudo")
+            if self.given_pseudo_labels:
+                pseudo, n_empty = self.given_labels(images), None
+            else:
+                pseudo, n_empty = self.pseudo_label(images, rdir / "pseudo")
             self.progress.prefix = f"{base + ', ' if base else ''}round {r}/{self.rounds}"
             self._train_student(pseudo)
             self._require_best()
@@ -264,10 +292,11 @@ class PseudoLabelRounds:
                 "epochs": epochs, "seconds": round(seconds, 1), "pseudo_labelled": n_pseudo, "pseudo_empty": n_empty}
 
     def _train_student(self, pseudo: list[dict]) -> None:
-        data = self.labelled + pseudo
+        # the sampler's indices: the labelled items first, then the pseudo-labelled ones (each with its own chain)
+        data = ConcatDataset([Dataset(self.labelled, transform=self.transform),
+                              Dataset(pseudo, transform=self.pseudo_transform)])
         sampler = LabelledPlusPseudoSampler(len(self.labelled), len(pseudo), self.pseudo_per_epoch, self.seed)
-        loader = DataLoader(Dataset(data, transform=self.transform), batch_size=self.batch_size, sampler=sampler,
-                            num_workers=0)
+        loader = DataLoader(data, batch_size=self.batch_size, sampler=sampler, num_workers=0)
         trainer = self.trainer
         trainer.data_loader = loader
         # a fresh run of the same engine: ignite resumes from state.epoch, so restart the counters by hand
@@ -279,9 +308,22 @@ class PseudoLabelRounds:
         trainer.run()
 
     # -- pseudo-labels ---------------------------------------------------------------------------------------
+    def given_labels(self, images: Sequence[str]) -> list[dict]:
+        """The items ``{"image", "label"}`` pairing each slice with ``given_pseudo_labels/<stem>.png``."""
+        folder = Path(self.given_pseudo_labels)
+        items = [{"image": p, "label": str(folder / (Path(p).name.split(".")[0] + ".png"))} for p in images]
+        missing = [d["label"] for d in items if not Path(d["label"]).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: no pseudo-label for {len(missing)} of {len(items)} unlabelled slices, "
+                                    f"e.g. {missing[0]}.")
+        logger.info("semi-supervised: %d given pseudo-labels from %s (another model's: a comparison run)",
+                    len(items), folder)
+        return items
+
     @torch.no_grad()
     def pseudo_label(self, images: Sequence[str], folder: Path) -> tuple[list[dict], int]:
-        """Predict every image, write its thresholded mask as ``folder/<stem>.png`` (0/255, the image's size).
+        """Predict every image, write its pseudo-label as ``folder/<stem>.png`` (the image's size): the mask
+        thresholded at ``threshold`` (0/255) or, soft, the probability as ``round(255 p)``.
 
         Returns:
             the items ``{"image", "label"}`` and how many masks are empty.
@@ -305,8 +347,10 @@ class PseudoLabelRounds:
                 # MONAI's PILReader indexes (W, H) (reverse_indexing): resize to it, then transpose for PIL
                 p = torch.nn.functional.interpolate(prob[i: i + 1, :1], size=(w, h), mode="bilinear",
                                                     align_corners=False)[0, 0]
-                mask = (p >= self.threshold).numpy().T.astype(np.uint8) * 255
-                n_empty += int(not mask.any())
+                foreground = p >= self.threshold
+                n_empty += int(not bool(foreground.any()))  # soft maps too: empty at the threshold
+                mask = torch.round(p.clamp(0, 1) * 255) if self.pseudo_labels == "soft" else foreground * 255
+                mask = mask.numpy().T.astype(np.uint8)
                 out = folder / (Path(path).name.split(".")[0] + ".png")
                 with atomic_path(out) as tmp:
                     Image.fromarray(mask).save(tmp, format="PNG")

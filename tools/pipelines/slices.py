@@ -20,13 +20,17 @@ def grey_reader() -> PILReader:
     return PILReader(converter=grey_converter)
 
 
-def slice_loading(keys: Sequence[str] = ("image", "label"), allow_empty_label: bool = False, channels: int = 1) -> list:
+def slice_loading(keys: Sequence[str] = ("image", "label"), allow_empty_label: bool = False, channels: int = 1,
+                  soft_label: bool = False) -> list:
     """Read 8-bit CT slices (already lung-windowed) and their 0/255 masks as the network sees them.
 
     Steps: load (grey, 16-bit files mapped to 8 bits or refused; errors name the file), channel first, check 2D /
     finite / non-empty mask, mask 0/255 (label maps and graded masks refused:
     :func:`tools.input_checks.check_binary_mask`), image 0..255 -> [0, 1], mask binarised at 128, image grey channel
     repeated to ``channels`` (3 for ImageNet-style encoders).
+
+    ``soft_label`` (soft pseudo-labels of :mod:`tools.semi_supervised`, never a ground-truth mask): the mask is a
+    graded 8-bit probability map, 0..255 -> [0, 1], neither checked as binary nor thresholded.
 
     Returns a list of transforms, so that configs can append resizing and augmentation.
     """
@@ -39,7 +43,9 @@ def slice_loading(keys: Sequence[str] = ("image", "label"), allow_empty_label: b
                     allow_empty_label=allow_empty_label),
         ScaleIntensityRanged(keys="image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
     ]
-    if label_keys:
+    if label_keys and soft_label:
+        out.append(ScaleIntensityRanged(keys=label_keys, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True))
+    elif label_keys:
         out += [CheckBinaryMaskd(keys=label_keys), AsDiscreted(keys=label_keys, threshold=128)]
     if channels > 1:
         out.append(RepeatChanneld(keys="image", repeats=channels))
