@@ -125,3 +125,52 @@ def test_paired_difference_command_reads_two_per_image_files(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tools", "paired_difference", str(tmp_path / "a.csv"),
                           str(tmp_path / "b.csv"), "--metric", "hd95"], capture_output=True, text=True)
     assert bad.returncode == 1 and "no column 'hd95'" in bad.stderr
+
+
+def test_cluster_bootstrap_is_wider_than_the_case_bootstrap_when_cases_are_copies():
+    from tools.metrics.bootstrap import cluster_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    clip_means = rng.uniform(0.2, 0.9, size=6)
+    values = np.repeat(clip_means, 20) + rng.normal(0, 0.01, size=120)  # 6 clips of 20 near-identical frames
+    clusters = [f"clip{i}" for i in range(6) for _ in range(20)]
+    lo_c, hi_c = cluster_bootstrap_ci(values, clusters)
+    lo_i, hi_i = bootstrap_ci(values)
+    assert lo_c <= values.mean() <= hi_c and (hi_c - lo_c) > 3 * (hi_i - lo_i)
+    lo_m, hi_m = bootstrap_ci(clip_means)  # equal clusters: about the interval of the clips' means
+    assert abs((hi_c - lo_c) - (hi_m - lo_m)) < 0.05
+    singles = cluster_bootstrap_ci(values, [str(i) for i in range(120)])  # one case a cluster: the case bootstrap
+    assert singles == pytest.approx((lo_i, hi_i), abs=0.01)
+
+
+def test_cluster_bootstrap_edge_cases():
+    from tools.metrics.bootstrap import cluster_bootstrap_ci
+
+    assert cluster_bootstrap_ci([0.5, 0.6, float("nan")], ["a", "a", "b"]) is None  # one cluster with a value
+    assert cluster_bootstrap_ci([0.5, 0.5, 0.5], ["a", "b", "b"]) == (0.5, 0.5)
+    with pytest.raises(ValueError, match="cluster names"):
+        cluster_bootstrap_ci([0.5, 0.6], ["a"])
+
+
+def test_paired_difference_command_resamples_whole_clips(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(1)
+    frames = list(range(1, 104))  # CVC-ClinicDB frames 1-103: clips 1-5
+    a = rng.uniform(0.3, 0.8, size=len(frames))
+    shift = {c: d for c, d in zip(range(5), (0.2, -0.1, 0.15, -0.05, 0.1))}
+    from tools.data.splits import clip_of
+
+    b = [x + shift[int(clip_of({"image": f"{f}.png"})[4:]) - 1] for f, x in zip(frames, a)]
+    for name, values in (("a.csv", a), ("b.csv", b)):
+        (tmp_path / name).write_text("image,dice\n" + "".join(f"{f}.png,{v}\n" for f, v in zip(frames, values)))
+    outs = {}
+    for group in ("item", "clip"):
+        done = subprocess.run([sys.executable, "-m", "tools", "paired_difference", str(tmp_path / "a.csv"),
+                               str(tmp_path / "b.csv"), "--group", group], capture_output=True, text=True, check=True)
+        outs[group] = json.loads(done.stdout)
+    assert outs["clip"]["resampled"] == "clip" and outs["clip"]["clusters"] == 5 and "clusters" not in outs["item"]
+    assert outs["clip"]["mean_difference"] == pytest.approx(outs["item"]["mean_difference"])
+    width = {g: o["difference_ci95"][1] - o["difference_ci95"][0] for g, o in outs.items()}
+    assert width["clip"] > 3 * width["item"]

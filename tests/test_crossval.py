@@ -323,3 +323,15 @@ def test_group_table_lists_each_clip_worst_first_with_its_fold():
     lines = group_table(rows, "clip", ["dice"])
     assert lines[-2:] == ["| clip02 | 1 | 2 | 0.2000 |", "| clip01 | 0 | 2 | 0.8000 |"]  # worst first; NaN left out
     assert group_table(rows, "item", ["dice"]) == []
+
+
+def test_pooled_table_of_clips_adds_intervals_resampling_whole_clips():
+    from tools.commands.crossval_tables import pooled_table
+
+    rows = [{"image": f"{f}.jpg", "dice": str(0.9 if f <= 25 else 0.3 if f <= 50 else 0.6), "fold": "0"}
+            for f in range(1, 68)]  # clips 1-3 of CVC-ClinicDB, each clip's frames alike
+    by_frame, by_clip = pooled_table(rows, "images"), pooled_table(rows, "images", group="clip")
+    assert "dice_ci95_by_clip" not in by_frame and by_clip["n_clips"] == 3
+    assert by_clip["dice_ci95"] == by_frame["dice_ci95"]
+    (lo_f, hi_f), (lo_c, hi_c) = by_frame["dice_ci95"], by_clip["dice_ci95_by_clip"]
+    assert lo_c < lo_f and hi_c > hi_f  # three clips are less evidence than 67 frames

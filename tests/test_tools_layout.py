@@ -27,7 +27,7 @@ VERBS = {
     "promote": ("run_dir", "bundle_dir", "dtype", "choice", "metric"),
     "compact": ("src", "dst", "dtype"),
     "channel_stats": ("bundle_dir", "dataset_dir"),
-    "paired_difference": ("per_image_a", "per_image_b", "metric"),
+    "paired_difference": ("per_image_a", "per_image_b", "metric", "group"),
     "hu_window": ("image_dir", "lung_hu", "tissue_hu"),
     "mesh": ("mask", "output", "png", "label", "step_size"),
     "render_configs": ("check",),

@@ -36,7 +36,7 @@ Commands:
                                   ship weights compactly: the state dict alone, in half precision
     channel_stats BUNDLE_DIR [--dataset_dir DIR]
                                   per-channel mean and std of an RGB bundle's training split (its normalisation)
-    paired_difference A/per_image.csv B/per_image.csv [--metric dice]
+    paired_difference A/per_image.csv B/per_image.csv [--metric dice] [--group clip]
                                   mean per-image difference B - A with its paired bootstrap 95% interval
     hu_window IMAGE_DIR           estimate the HU window of 8-bit lung-windowed slices
     mesh MASK --output F.stl [--png F.png] [--label N]

@@ -299,7 +299,7 @@ def crossval(
                 raise CrossvalError(f"{key}: held out in two folds (the folds overlap).")
             seen.add(key)
             pooled_rows.append({**row, "fold": str(r["fold"])})
-    result["pooled"] = pooled_table(pooled_rows, unit)
+    result["pooled"] = pooled_table(pooled_rows, unit, group)
     _write_csv(out_root / f"per_{unit[:-1]}.csv", pooled_rows)
     atomic_write_text(out_root / "crossval.json", json.dumps(result, indent=2) + "\n")
     metrics = [m for m in ("dice", "mean_dice_256", "iou", "precision", "sensitivity", "specificity", "hd95")

@@ -13,7 +13,7 @@ from typing import Any
 
 from tools.commands.runs import CrossvalError
 from tools.io import atomic_write_text
-from tools.metrics.bootstrap import summarise_with_ci
+from tools.metrics.bootstrap import cluster_bootstrap_ci, summarise_with_ci
 
 __all__ = ["pooled_table", "group_table"]
 
@@ -30,9 +30,12 @@ def _number(text: str) -> float:
         return math.nan
 
 
-def pooled_table(rows: Sequence[Mapping[str, str]], unit: str = "images") -> dict:
+def pooled_table(rows: Sequence[Mapping[str, str]], unit: str = "images", group: str = "item") -> dict:
     """Means and bootstrap 95% intervals over the pooled per-item rows, for every numeric column
-    (:func:`tools.metrics.bootstrap.summarise_with_ci`), and ``n_<unit>``.
+    (:func:`tools.metrics.bootstrap.summarise_with_ci`), and ``n_<unit>``. With ``group="clip"`` also each
+    column's interval resampling whole clips (``<metric>_ci95_by_clip``,
+    :func:`tools.metrics.bootstrap.cluster_bootstrap_ci`): a clip's frames are near-copies, so the frame-level
+    interval alone is too narrow.
 
     Raises:
         CrossvalError: if there is no row.
@@ -43,6 +46,15 @@ def pooled_table(rows: Sequence[Mapping[str, str]], unit: str = "images") -> dic
     names = [k for k in rows[0] if k not in skip and any(not math.isnan(_number(r.get(k))) for r in rows)]
     out = summarise_with_ci({k: [_number(r.get(k)) for r in rows] for k in names}, unit=unit)
     out[f"n_{unit}"] = len(rows)
+    if group == "clip":
+        from tools.data.splits import fold_groups
+
+        key = "image" if "image" in rows[0] else next(iter(rows[0]))
+        clips = fold_groups([{"image": r[key]} for r in rows], group)
+        for k in names:
+            ci = cluster_bootstrap_ci([_number(r.get(k)) for r in rows], clips)
+            out[f"{k}_ci95_by_clip"] = None if ci is None else list(ci)
+        out["n_clips"] = len(set(clips))
     return out
 
 
@@ -136,5 +148,10 @@ def _markdown(result: Mapping, metrics: Sequence[str], rows: Sequence[Mapping[st
         cells.append(f"{_fmt(pooled.get(x))} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else _fmt(pooled.get(x)))
     cells += ["-", str(sum(f["epochs"] for f in result["folds"])), _fmt(result["seconds"])]
     lines.append("| " + " | ".join(cells) + " |")
+    by_clip = [f"{x} [{pooled[x + '_ci95_by_clip'][0]:.4f}, {pooled[x + '_ci95_by_clip'][1]:.4f}]" for x in metrics
+               if pooled.get(f"{x}_ci95_by_clip")]
+    if by_clip:
+        lines += ["", f"Pooled intervals resampling whole clips ({pooled['n_clips']} clips; a clip's frames are "
+                  "near-copies, so the intervals over frames above are too narrow): " + ", ".join(by_clip) + "."]
     lines += group_table(rows, s["group"], [m for m in metrics if m != "mean_dice_256"])
     return "\n".join(lines) + "\n"
