@@ -305,6 +305,12 @@ def test_evaluating_the_validation_split_from_seg_data_root(bundle, data_root, t
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["n_images"] == {POLYP: 117, SKIN: 32}[bundle]
     meta = json.loads((_configs(bundle) / "metadata.json").read_text())["eval_metrics"]
-    for name in METRIC_NAMES:  # the figures in metadata.json are this command's output
-        assert metrics[name] == pytest.approx(meta[f"val_{name}"], abs=5e-4), name
+    from tools.training import cpu_supports_bf16
+
+    # the figures in metadata.json are this command's output, made in bf16 (evaluate's default on a CPU with bf16
+    # instructions); a CPU without them evaluates in fp32, which moves a mean by up to ~0.001 (seen: sensitivity
+    # 0.7835 against 0.7824 on such a machine; the README's Training speed compares the two precisions)
+    tolerance = 5e-4 if cpu_supports_bf16() else 2e-3
+    for name in METRIC_NAMES:
+        assert metrics[name] == pytest.approx(meta[f"val_{name}"], abs=tolerance), name
 
