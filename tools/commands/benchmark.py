@@ -96,13 +96,20 @@ CUDA_VARIANTS = {
 }
 
 
-def matmul_gflop_per_s(device: torch.device, size: int | None = None, repeats: int = 10) -> dict[str, float]:
+def matmul_gflop_per_s(device: torch.device, size: int | None = None, repeats: int = 10) -> dict[str, float | None]:
     """Measured fp32 and bf16 matrix-multiply throughput (GFLOP/s) of ``size x size`` matrices on ``device``:
     the peak that a training step's GFLOP/s is read against. ``size`` defaults to 2048 on a CPU and 8192 on a GPU
-    (where a 2048 product takes microseconds and measures launch overhead, not the peak)."""
-    size = size or (8192 if torch.device(device).type == "cuda" else 2048)
-    out = {}
+    (where a 2048 product takes microseconds and measures launch overhead, not the peak). ``bf16`` is ``None`` on a
+    CPU without bf16 instructions: emulated there, the products took minutes (seen), and no run uses bf16 on it."""
+    from tools.training import cpu_supports_bf16
+
+    device = torch.device(device)
+    size = size or (8192 if device.type == "cuda" else 2048)
+    out: dict[str, float | None] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if name == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+            out[name] = None
+            continue
         a = torch.randn(size, size, device=device, dtype=dtype)
         b = torch.randn(size, size, device=device, dtype=dtype)
         for _ in range(2):
