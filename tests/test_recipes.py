@@ -31,3 +31,21 @@ def test_recipe_preprocessing_keeps_image_and_mask_aligned(recipe):
 
 def test_the_polyp_bundle_has_the_generalising_recipe():
     assert any(p.name == "generalising.json" and "polyp" in str(p) for p in RECIPES)
+
+
+def test_the_multiscale_recipe_sets_the_trainers_batch_scaling_and_iacnn_takes_every_scale():
+    from tools.augmentation import MultiScaleBatch
+
+    bundle = BUNDLES / "polyp_endoscopy_iacnn_segmentation"
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs/recipes/generalising.json"),
+                        str(bundle / "configs/recipes/multiscale.json")])
+    parser.update({"bundle_root": str(bundle), "dataset_dir": str(bundle / "sample_data" / "dataset")})
+    prepare = parser.get_parsed_content("train#trainer#prepare_batch")
+    assert isinstance(prepare, MultiScaleBatch) and prepare.scales == (0.75, 1.0, 1.25)
+    size = list(parser.get_parsed_content("spatial_size"))
+    network = parser.get_parsed_content("network_def").eval()
+    with torch.no_grad():
+        for scale in prepare.scales:
+            side = prepare.size(size, scale)
+            assert network(torch.rand(1, 3, *side)).shape == (1, 1, *side)

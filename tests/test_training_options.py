@@ -360,3 +360,48 @@ def test_hue_saturation_refuses_a_grey_image_and_bad_ranges():
         RandHueSaturationd("image", hue_degrees=200.0)
     with pytest.raises(ValueError, match="saturation"):
         RandHueSaturationd("image", saturation=(1.2, 0.8))
+
+
+def _batch(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(shape, generator=g)
+    label = (torch.rand((shape[0], 1, *shape[2:]), generator=g) > 0.7).float()
+    return {"image": MetaTensor(image), "label": MetaTensor(label)}
+
+
+def test_multiscale_batch_draws_pranets_scales_rounded_to_the_divisor_and_keeps_masks_binary():
+    from tools.augmentation import MultiScaleBatch
+
+    prepare = MultiScaleBatch(scales=(0.75, 1.0, 1.25), divisor=32, seed=0)
+    seen = set()
+    for _ in range(30):
+        image, label = prepare(_batch((2, 3, 256, 256)), torch.device("cpu"))
+        seen.add(tuple(image.shape[2:]))
+        assert image.shape[:2] == (2, 3) and label.shape == (2, 1, *image.shape[2:])
+        assert set(torch.unique(label).tolist()) <= {0.0, 1.0}
+    assert seen == {(192, 192), (256, 256), (320, 320)}  # PraNet: round(256 * rate / 32) * 32
+    assert prepare.size((352, 250), 0.75) == [256, 192] and prepare.size((20, 20), 0.75) == [32, 32]
+    # the same seed draws the same scales; a 3D batch is resized trilinearly
+    a, b = MultiScaleBatch(seed=3), MultiScaleBatch(seed=3)
+    assert [a.rng.integers(3) for _ in range(10)] == [b.rng.integers(3) for _ in range(10)]
+    image, label = MultiScaleBatch(scales=(0.5,), divisor=8)(_batch((1, 1, 32, 32, 16)))
+    assert image.shape == (1, 1, 16, 16, 8) and label.shape == (1, 1, 16, 16, 8)
+    # a mask's foreground keeps its place: a centred square stays centred
+    square = torch.zeros(1, 1, 64, 64)
+    square[..., 16:48, 16:48] = 1
+    _, label = MultiScaleBatch(scales=(0.5,), divisor=8)({"image": torch.rand(1, 3, 64, 64), "label": square})
+    assert label[0, 0, 8:24, 8:24].all() and label.sum() == 16 * 16
+
+
+@pytest.mark.parametrize("kwargs, batch, message", [
+    ({"scales": ()}, None, "non-empty"),
+    ({"scales": (1.0, 0.0)}, None, "> 0"),
+    ({"divisor": 0}, None, "divisor"),
+    ({}, {"image": torch.rand(3, 64, 64), "label": torch.zeros(1, 64, 64)}, r"\(B, C, H, W\[, D\]\)"),
+    ({}, {"image": torch.rand(2, 3, 64, 64), "label": torch.zeros(2, 1, 32, 32)}, "does not match"),
+])
+def test_multiscale_batch_rejects_bad_settings_and_shapes(kwargs, batch, message):
+    from tools.augmentation import MultiScaleBatch
+
+    with pytest.raises(ValueError, match=message):
+        MultiScaleBatch(**kwargs)(batch)
