@@ -299,9 +299,65 @@ def test_soft_pseudo_labels_without_their_own_chain_are_refused():
     with pytest.raises(ValueError, match="pseudo_transform"):
         PseudoLabelRounds(None, None, torch.nn.Identity(), [], ".", ".", "m.pt", None, 1, None, None,
                           pseudo_labels="soft")
-    with pytest.raises(ValueError, match="'hard' or 'soft'"):
+    with pytest.raises(ValueError, match="pseudo_transform"):
         PseudoLabelRounds(None, None, torch.nn.Identity(), [], ".", ".", "m.pt", None, 1, None, None,
                           pseudo_labels="confident")
+    with pytest.raises(ValueError, match="one of .*'confident'"):
+        PseudoLabelRounds(None, None, torch.nn.Identity(), [], ".", ".", "m.pt", None, 1, None, None,
+                          pseudo_labels="graded")
+    with pytest.raises(ValueError, match=r"confidence must be in \(0.5, 1\]"):
+        PseudoLabelRounds(None, None, torch.nn.Identity(), [], ".", ".", "m.pt", None, 1, None, None,
+                          pseudo_labels="confident", pseudo_transform=[], confidence=0.5)
+
+
+def test_confident_pseudo_labels_mark_uncertain_pixels_and_the_loss_leaves_them_out(tmp_path):
+    from tools.semi_supervised import UNCERTAIN
+    from tools.training_options import IgnoreUncertainPixels
+
+    # a confidence no teacher of one epoch reaches everywhere: some pixels of the maps are marked uncertain
+    _, out = _train_semi(tmp_path, semi_rounds=1, pseudo_labels="confident", pseudo_confidence=0.6,
+                         harmonise_window=False)
+    masks = sorted((out / "round1" / "pseudo").glob("*.png"))
+    assert len(masks) == 3 and (out / "round1" / "done.json").is_file()
+    values = set(np.unique(np.concatenate([np.asarray(Image.open(m)).ravel() for m in masks])).tolist())
+    assert values <= {0, UNCERTAIN, 255} and UNCERTAIN in values
+    # the rendered config wraps the bundle's loss, on for confident labels only
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "train_semi.json")])
+    parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(SAMPLE / "dataset"), "pseudo_labels": "confident"})
+    wrapped = parser.get_parsed_content("train#trainer#loss_function")
+    assert isinstance(wrapped, IgnoreUncertainPixels) and wrapped.enabled
+
+
+@pytest.mark.parametrize("heads", [False, True])
+def test_ignore_uncertain_pixels_gives_no_gradient_there_and_is_the_masked_dice(heads):
+    from monai.losses import DiceLoss
+    from tools.training_options import IgnoreUncertainPixels
+
+    g = torch.Generator().manual_seed(0)
+    target = (torch.rand(2, 1, 16, 16, generator=g) > 0.5).float()
+    target[:, :, :4] = 128 / 255  # uncertain rows
+    logits = torch.randn(2, 3, 1, 16, 16, generator=g) if heads else torch.randn(2, 1, 16, 16, generator=g)
+    logits.requires_grad_(True)
+    dice = DiceLoss(sigmoid=True)
+
+    def stacked(x, y):  # RCB-UNet++'s stacked heads: the mean over heads of each head's loss
+        return torch.stack([dice(h, y) for h in torch.unbind(x, 1)]).mean() if heads else dice(x, y)
+
+    loss = IgnoreUncertainPixels(stacked)(logits, target)
+    loss.backward()
+    grad = logits.grad if not heads else logits.grad.transpose(0, 1)
+    assert float(grad[..., :4, :].abs().max()) == 0.0 and float(grad[..., 4:, :].abs().max()) > 0
+    kept = logits.detach()[..., 4:, :]  # the masked Dice is the Dice of the confident rows alone
+    torch.testing.assert_close(loss.detach(), stacked(kept, target[..., 4:, :]), atol=1e-5, rtol=1e-5)
+    # binary targets, or the switch off, pass through unchanged
+    binary = (target > 0.75).float()
+    torch.testing.assert_close(IgnoreUncertainPixels(stacked)(logits, binary), stacked(logits, binary))
+    torch.testing.assert_close(IgnoreUncertainPixels(stacked, enabled=False)(logits, target), stacked(logits, target))
+    with pytest.raises(ValueError, match="do not match"):
+        IgnoreUncertainPixels(stacked)(logits, target[..., :8])
 
 
 def test_sampler_takes_every_labelled_item_and_fresh_pseudo_items_each_epoch():

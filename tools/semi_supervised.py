@@ -18,7 +18,10 @@ pseudo-labelled slices labels them again; and so on. :class:`PseudoLabelRounds` 
    ``pseudo_labels="hard"`` thresholds it (``threshold``, 0.5) into a 0/255 mask, written as the labelled masks are
    and loaded by the bundle's own chain; ``"soft"`` keeps the probability (``round(255 p)``, steps of 1/255), loaded
    by ``pseudo_transform`` (``tools.pipelines.slice_loading(soft_label=True)``) as a target in [0, 1] for the
-   bundle's loss (BCE and Dice take soft targets).
+   bundle's loss (BCE and Dice take soft targets); ``"confident"`` keeps only the confident pixels (``p >= confidence``
+   -> 255, ``p <= 1 - confidence`` -> 0) and marks the others :data:`UNCERTAIN` (128), which the same graded loading
+   reads as 128/255 and ``tools.training_options.IgnoreUncertainPixels`` (``train_semi.json``'s loss wrapper) leaves
+   out of the loss.
 3. **Student** (round ``r``): the current best model trained further on every labelled training slice plus
    ``pseudo_per_epoch`` pseudo-labelled slices drawn afresh each epoch (:class:`LabelledPlusPseudoSampler`), for at
    most ``student_epochs`` epochs with early stopping on the validation split.
@@ -37,7 +40,8 @@ Where this departs from Semi-Inf-Net, and why:
   two CPU cores).
 - Semi-Inf-Net's pseudo-labels are the network's maps; here they are thresholded by default (hard labels), so that
   the bundles' binary-mask checks keep guarding every target the network is trained on; ``pseudo_labels="soft"``
-  keeps the maps, as Semi-Inf-Net does, for the cross-validated comparison the COVID issue asks for.
+  keeps the maps, as Semi-Inf-Net does, and ``"confident"`` the confident pixels only, for the cross-validated
+  comparison of the three that the COVID issue asks for.
 - The student starts from the teacher's weights (fine-tuning) rather than from scratch, for the same budget reason.
 - Step 0 is ours: Inf-Net's paper does not say that its unlabelled slices were windowed differently.
 
@@ -71,7 +75,10 @@ from tools.io import atomic_path, atomic_write_text
 from tools.run_control import ProgressLog, attach_early_stopping, event_handlers, reset_early_stopping
 from tools.windowing import harmonise_window
 
-__all__ = ["unlabelled_images", "LabelledPlusPseudoSampler", "PseudoLabelRounds"]
+__all__ = ["PSEUDO_LABELS", "UNCERTAIN", "unlabelled_images", "LabelledPlusPseudoSampler", "PseudoLabelRounds"]
+
+PSEUDO_LABELS = ("hard", "soft", "confident")
+UNCERTAIN = 128  # the grey value of an uncertain pixel in a confident-pixel pseudo-label (read as 128/255)
 
 logger = logging.getLogger(__name__)
 
@@ -159,15 +166,19 @@ class PseudoLabelRounds:
         batch_size_predict: slices per forward pass when pseudo-labelling.
         harmonise_window: map the unlabelled slices onto the labelled slices' grey scale first (step 0); the labelled
             training items' images are the reference.
-        pseudo_labels: ``"hard"`` (0/255 masks at ``threshold``) or ``"soft"`` (8-bit probability maps), step 2.
-        pseudo_transform: the training chain of a pseudo-labelled item; required for ``"soft"`` (its label loading
+        pseudo_labels: ``"hard"`` (0/255 masks at ``threshold``), ``"soft"`` (8-bit probability maps) or
+            ``"confident"`` (0/255 where the teacher is confident, :data:`UNCERTAIN` elsewhere), step 2.
+        confidence: the probability a pixel needs (``p >= c`` or ``p <= 1 - c``) to be kept by ``"confident"``,
+            in (0.5, 1].
+        pseudo_transform: the training chain of a pseudo-labelled item; required for ``"soft"`` and ``"confident"``
+            (its label loading
             must not binarise), ``None``: ``transform``.
         given_pseudo_labels: a folder of another model's pseudo-labels, ``<stem>.png`` for each unlabelled slice,
             used in every round instead of this model's (comparison runs; module docstring); ``None``: this model's.
 
     Raises:
-        ValueError: at construction, for ``rounds`` or ``unlabelled_every`` below 1, an unknown ``pseudo_labels``, or
-            ``"soft"`` without ``pseudo_transform``.
+        ValueError: at construction, for ``rounds`` or ``unlabelled_every`` below 1, an unknown ``pseudo_labels``,
+            ``"soft"`` or ``"confident"`` without ``pseudo_transform``, or ``confidence`` outside (0.5, 1].
 
     Raises (at :meth:`run`):
         FileNotFoundError: if the unlabelled folder is missing or empty, a slice has no mask in
@@ -182,12 +193,15 @@ class PseudoLabelRounds:
                  max_unlabelled: int | None = None, early_stop_patience: int | None = None, seed: int = 0,
                  batch_size_predict: int = 16, harmonise_window: bool = True, unlabelled_every: int = 1,
                  keep_teacher: bool = True, pseudo_labels: str = "hard", pseudo_transform: Any = None,
-                 given_pseudo_labels: str | Path | None = None) -> None:
-        if pseudo_labels not in ("hard", "soft"):
-            raise ValueError(f"pseudo_labels must be 'hard' or 'soft', got {pseudo_labels!r}.")
-        if pseudo_labels == "soft" and pseudo_transform is None:
-            raise ValueError("soft pseudo-labels need a pseudo_transform that loads graded masks "
+                 given_pseudo_labels: str | Path | None = None, confidence: float = 0.9) -> None:
+        if pseudo_labels not in PSEUDO_LABELS:
+            raise ValueError(f"pseudo_labels must be one of {PSEUDO_LABELS}, got {pseudo_labels!r}.")
+        if pseudo_labels != "hard" and pseudo_transform is None:
+            raise ValueError(f"{pseudo_labels} pseudo-labels need a pseudo_transform that loads graded masks "
                              "(tools.pipelines.slice_loading(soft_label=True)); the labelled chain would binarise them.")
+        if not 0.5 < float(confidence) <= 1.0:
+            raise ValueError(f"confidence must be in (0.5, 1], got {confidence}.")
+        self.confidence = float(confidence)
         self.pseudo_labels, self.given_pseudo_labels = pseudo_labels, given_pseudo_labels
         self.pseudo_transform = transform if pseudo_transform is None else pseudo_transform
         if int(rounds) < 1:
@@ -323,7 +337,8 @@ class PseudoLabelRounds:
     @torch.no_grad()
     def pseudo_label(self, images: Sequence[str], folder: Path) -> tuple[list[dict], int]:
         """Predict every image, write its pseudo-label as ``folder/<stem>.png`` (the image's size): the mask
-        thresholded at ``threshold`` (0/255) or, soft, the probability as ``round(255 p)``.
+        thresholded at ``threshold`` (0/255), soft, the probability as ``round(255 p)``, or confident, 0/255 where
+        the teacher is confident and :data:`UNCERTAIN` elsewhere.
 
         Returns:
             the items ``{"image", "label"}`` and how many masks are empty.
@@ -349,7 +364,13 @@ class PseudoLabelRounds:
                                                     align_corners=False)[0, 0]
                 foreground = p >= self.threshold
                 n_empty += int(not bool(foreground.any()))  # soft maps too: empty at the threshold
-                mask = torch.round(p.clamp(0, 1) * 255) if self.pseudo_labels == "soft" else foreground * 255
+                if self.pseudo_labels == "soft":
+                    mask = torch.round(p.clamp(0, 1) * 255)
+                elif self.pseudo_labels == "confident":
+                    mask = torch.full_like(p, float(UNCERTAIN))
+                    mask[p >= self.confidence], mask[p <= 1 - self.confidence] = 255.0, 0.0
+                else:
+                    mask = foreground * 255
                 mask = mask.numpy().T.astype(np.uint8)
                 out = folder / (Path(path).name.split(".")[0] + ".png")
                 with atomic_path(out) as tmp:
