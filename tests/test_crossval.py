@@ -312,7 +312,7 @@ def test_soft_pseudo_labels_without_their_own_chain_are_refused():
 
 def test_confident_pseudo_labels_mark_uncertain_pixels_and_the_loss_leaves_them_out(tmp_path):
     from tools.semi_supervised import UNCERTAIN
-    from tools.training_options import IgnoreUncertainPixels
+    from tools.confident_loss import IgnoreUncertainPixels
 
     # a confidence no teacher of one epoch reaches everywhere: some pixels of the maps are marked uncertain
     _, out = _train_semi(tmp_path, semi_rounds=1, pseudo_labels="confident", pseudo_confidence=0.6,
@@ -334,7 +334,7 @@ def test_confident_pseudo_labels_mark_uncertain_pixels_and_the_loss_leaves_them_
 @pytest.mark.parametrize("heads", [False, True])
 def test_ignore_uncertain_pixels_gives_no_gradient_there_and_is_the_masked_dice(heads):
     from monai.losses import DiceLoss
-    from tools.training_options import IgnoreUncertainPixels
+    from tools.confident_loss import IgnoreUncertainPixels
 
     g = torch.Generator().manual_seed(0)
     target = (torch.rand(2, 1, 16, 16, generator=g) > 0.5).float()

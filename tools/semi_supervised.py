@@ -20,7 +20,7 @@ pseudo-labelled slices labels them again; and so on. :class:`PseudoLabelRounds` 
    by ``pseudo_transform`` (``tools.pipelines.slice_loading(soft_label=True)``) as a target in [0, 1] for the
    bundle's loss (BCE and Dice take soft targets); ``"confident"`` keeps only the confident pixels (``p >= confidence``
    -> 255, ``p <= 1 - confidence`` -> 0) and marks the others :data:`UNCERTAIN` (128), which the same graded loading
-   reads as 128/255 and ``tools.training_options.IgnoreUncertainPixels`` (``train_semi.json``'s loss wrapper) leaves
+   reads as 128/255 and ``tools.confident_loss.IgnoreUncertainPixels`` (``train_semi.json``'s loss wrapper) leaves
    out of the loss.
 3. **Student** (round ``r``): the current best model trained further on every labelled training slice plus
    ``pseudo_per_epoch`` pseudo-labelled slices drawn afresh each epoch (:class:`LabelledPlusPseudoSampler`), for at
