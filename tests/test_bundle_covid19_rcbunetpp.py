@@ -251,3 +251,29 @@ def test_evaluating_the_validation_split_from_seg_data_root(data_root, tmp_path,
     )
     rows = (tmp_path / "per_image.csv").read_text().strip().splitlines()[1:]
     assert sorted(r.split(",")[0] for r in rows) == ["1.jpg", "24.jpg", "39.jpg", "46.jpg", "53.jpg"]  # the images, not their masks
+
+
+def test_cosine_recipe_decays_the_learning_rate_over_max_epochs_and_a_resumed_run_keeps_its_place(tmp_path):
+    recipe = str(CONFIGS / "recipes" / "cosine_lr.json")
+    common = {"config_file": [str(CONFIGS / "train.json"), recipe], "logging_file": str(CONFIGS / "logging.conf"),
+              "bundle_root": str(BUNDLE), "dataset_dir": str(SAMPLE / "dataset"), "val_interval": 3,
+              "train#handlers#4#persist": False, **TINY}  # the recipe appends its handler after the progress bar
+
+    def train(out: Path, **override) -> dict:
+        run("training", output_dir=str(out), ckpt_dir=str(out / "models"), **{**common, **override})
+        return torch.load(max(out.glob("resume_checkpoint_epoch=*.pt"), key=lambda p: p.stat().st_mtime),
+                          map_location="cpu", weights_only=True)
+
+    whole = train(tmp_path / "whole", **{"train#trainer#max_epochs": 3})
+    assert whole["lr_scheduler"]["last_epoch"] == 3 and whole["lr_scheduler"]["T_max"] == 3
+    assert whole["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-9)  # eta_min at T_max
+    # the same schedule interrupted after epoch 1 (T_max held at 3) and resumed to the end
+    first = tmp_path / "first"
+    train(first, **{"train#trainer#max_epochs": 1, "lr_scheduler#T_max": 3})
+    lr_1 = torch.load(next(first.glob("resume_checkpoint_epoch=1.pt")), map_location="cpu",
+                      weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+    assert lr_1 == pytest.approx(1e-3 * (1 + np.cos(np.pi / 3)) / 2)
+    resumed = train(tmp_path / "resumed", resume_from=str(next(first.glob("resume_checkpoint_epoch=1.pt"))),
+                    **{"train#trainer#max_epochs": 3})
+    assert resumed["lr_scheduler"]["last_epoch"] == 3
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-9)

@@ -43,7 +43,7 @@ def test_crossval_help_documents_the_command():
                          text=True, env={"PAGER": "cat", "PATH": "/usr/bin:/bin"}, timeout=120)
     assert res.returncode == 0, res.stderr
     text = res.stdout + res.stderr  # fire writes help to one or the other, depending on its pager
-    for flag in ("--folds", "--output_dir", "--max_epochs", "--overrides", "--config", "--patience"):
+    for flag in ("--folds", "--output_dir", "--max_epochs", "--overrides", "--config", "--patience", "--keep"):
         assert flag in text
 
 
@@ -103,6 +103,46 @@ def test_from_two_runs_scores_each_fold_with_the_ensemble_of_their_fold_models(c
     for metric in ("dice", "iou", "mean_dice_256"):
         assert result["pooled"][metric] == pytest.approx(single["pooled"][metric], abs=1e-3)
     assert "mean-probability ensemble" in (tmp_path / "ens" / "crossval.md").read_text()
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)
+
+
+def test_keep_last_scores_each_fold_with_its_last_epochs_weights_and_keeps_the_best_beside_them(tmp_path):
+    out = tmp_path / "last"
+    result = crossval(BUNDLE, folds=2, output_dir=out, max_epochs=2, overrides={**TINY, **QUIET},
+                      dataset_dir=SAMPLE / "dataset", keep="last")
+    assert result["settings"]["keep"] == "last"
+    for f in result["folds"]:
+        fold = out / f"fold{f['fold']}"
+        resume = torch.load(next((fold / "train").glob("resume_checkpoint_epoch=2.pt")), weights_only=True)
+        kept = torch.load(fold / "models" / "model.pt", weights_only=True)
+        assert f["kept_epoch"] == 2 and (fold / "models" / "model_best.pt").is_file()
+        assert _same_weights(kept, resume["model"])
+    assert "last epoch's weights" in (out / "crossval.md").read_text()
+    with pytest.raises(CrossvalError, match="keep must be one of"):
+        crossval(BUNDLE, folds=2, output_dir=tmp_path / "bad", dataset_dir=SAMPLE / "dataset", keep="final")
+
+
+def test_from_run_with_keep_last_scores_the_last_resume_checkpoints_weights(cv_run, tmp_path):
+    # cv_run trained one epoch and validated it: its best model is its last, so the scores must agree
+    out = tmp_path / "from_last"
+    result = crossval(BUNDLE, folds=2, output_dir=out, overrides={**TINY, **QUIET}, dataset_dir=SAMPLE / "dataset",
+                      from_run=cv_run, keep="last")
+    first = json.loads((cv_run / "crossval.json").read_text())
+    for f in result["folds"]:
+        extracted = out / f"fold{f['fold']}" / "model_last_0.pt"
+        assert f["evaluated_from"] == str(extracted) and f["kept_epoch"] == 1
+        resume = torch.load(next((cv_run / f"fold{f['fold']}" / "train").glob("resume_*.pt")), weights_only=True)
+        assert _same_weights(torch.load(extracted, weights_only=True), resume["model"])
+    for metric in ("dice", "mean_dice_256"):
+        assert result["pooled"][metric] == pytest.approx(first["pooled"][metric], abs=1e-3)
+    bare = tmp_path / "bare"  # a run folder without resume checkpoints: named, not guessed
+    shutil.copytree(cv_run, bare, ignore=shutil.ignore_patterns("resume_*.pt"))
+    with pytest.raises(CrossvalError, match="no resume checkpoint"):
+        crossval(BUNDLE, folds=2, output_dir=tmp_path / "x", overrides={**TINY, **QUIET},
+                 dataset_dir=SAMPLE / "dataset", from_run=bare, keep="last")
 
 
 def test_ensemble_state_dict_loads_into_replicate_as_the_mean_of_its_members(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from monai.bundle import ConfigParser
@@ -9,9 +11,28 @@ from monai.bundle import ConfigParser
 from conftest import BUNDLES
 
 RECIPES = sorted(BUNDLES.glob("*/configs/recipes/*.json"))
+# recipes that change what the training data looks like (the others, e.g. a learning-rate schedule, leave it alone)
+DATA_RECIPES = [p for p in RECIPES if any(k.lstrip("+").startswith(("train#augmentation", "train#preprocessing",
+                                                                      "train#dataset", "spatial_size"))
+                                          for k in json.loads(p.read_text()))]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parents[2].name}/{p.name}")
+def test_every_recipe_merges_over_its_train_config_and_names_only_ids_that_exist_there(recipe):
+    bundle = recipe.parents[2]
+    base = ConfigParser()
+    base.read_config(str(bundle / "configs" / "train.json"))
+    for key in json.loads(recipe.read_text()):
+        if key.startswith("+"):  # MONAI's merge key: extends a list or dict that must already be there
+            assert key[1:] in base, f"{recipe.name}: {key[1:]} is not in train.json"
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "train.json"), str(recipe)])
+    parser.update({"bundle_root": str(bundle), "train#trainer#max_epochs": 7})
+    if "lr_scheduler" in parser:  # the schedule spans the trainer's epochs, whatever --max_epochs says
+        assert parser.get_parsed_content("lr_scheduler").T_max == 7
+
+
+@pytest.mark.parametrize("recipe", DATA_RECIPES, ids=lambda p: f"{p.parents[2].name}/{p.name}")
 def test_recipe_preprocessing_keeps_image_and_mask_aligned(recipe):
     bundle = recipe.parents[2]
     parser = ConfigParser()
@@ -20,11 +41,12 @@ def test_recipe_preprocessing_keeps_image_and_mask_aligned(recipe):
     preprocessing = parser.get_parsed_content("train#preprocessing")
     item = parser.get_parsed_content("datalist")[0]
     size = list(parser.get_parsed_content("spatial_size"))
+    channels = parser.get_parsed_content("network_def#in_channels")
     torch.manual_seed(0)
     for seed in range(4):  # several random draws: every transform's branch gets a chance to run
         preprocessing.set_random_state(seed)
         out = preprocessing(dict(item))
-        assert list(out["image"].shape) == [3, *size] and list(out["label"].shape) == [1, *size]
+        assert list(out["image"].shape) == [channels, *size] and list(out["label"].shape) == [1, *size]
         assert torch.isfinite(torch.as_tensor(out["image"])).all()
         assert set(torch.unique(torch.as_tensor(out["label"])).tolist()) <= {0.0, 1.0}
 
@@ -44,6 +66,7 @@ def test_the_multiscale_recipe_sets_the_trainers_batch_scaling_and_iacnn_takes_e
     prepare = parser.get_parsed_content("train#trainer#prepare_batch")
     assert isinstance(prepare, MultiScaleBatch) and prepare.scales == (0.75, 1.0, 1.25)
     size = list(parser.get_parsed_content("spatial_size"))
+    channels = parser.get_parsed_content("network_def#in_channels")
     network = parser.get_parsed_content("network_def").eval()
     with torch.no_grad():
         for scale in prepare.scales:

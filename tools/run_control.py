@@ -145,19 +145,26 @@ class ProgressLog:
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
         self._start = time.perf_counter()
-        self._start_epoch = 0
+        self._start_epoch: int | None = None
 
     def attach(self, engine: Any) -> "ProgressLog":
         engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         return self
 
     def _started(self, engine: Any) -> None:
-        self._start = time.perf_counter()
-        self._start_epoch = int(engine.state.epoch)
+        self._start_epoch = None
+
+    def _epoch_started(self, engine: Any) -> None:
+        # taken at the first epoch, not at STARTED: a resume checkpoint is loaded by another STARTED handler, which
+        # may run after this one, and the epochs before the resume must not count as run in this time
+        if self._start_epoch is None:
+            self._start = time.perf_counter()
+            self._start_epoch = int(engine.state.epoch) - 1
 
     def _epoch_completed(self, engine: Any) -> None:
-        done = int(engine.state.epoch) - self._start_epoch
+        done = int(engine.state.epoch) - (self._start_epoch or 0)
         per_epoch = (time.perf_counter() - self._start) / max(done, 1)
         left = max(int(engine.state.max_epochs or 0) - int(engine.state.epoch), 0)
         where = f"[{self.prefix}] " if self.prefix else ""

@@ -26,9 +26,13 @@ models (:class:`tools.ensembles.MeanProbabilityEnsemble`, written as ``OUT/fold<
 out the same items, so the ensemble is measured out of fold too, which a K-fold ensemble of one run cannot be (each of
 its members trained on the other folds' items).
 
-Selection caveat, said in ``crossval.md`` too: each fold's checkpoint is chosen (and early-stopped) on the same
-held-out fold it is scored on, as the bundles' own validation does; the pooled figures are therefore slightly
-optimistic for every recipe alike, and comparisons between recipes run this way are fair.
+Selection caveat, said in ``crossval.md`` too: by default (``keep`` ``"best"``) each fold's checkpoint is chosen (and
+early-stopped) on the same held-out fold it is scored on, as the bundles' own validation does; the pooled figures are
+therefore slightly optimistic for every recipe alike, and comparisons between recipes run this way are fair. With
+``keep`` ``"last"`` each fold is scored with its last epoch's weights (nnU-Net's rule: a fixed schedule, no choice
+made on the scored fold), which removes that bias: a recipe with a learning-rate decay can be measured so. In
+training, the best checkpoint is then kept beside it as ``models/model_best.pt`` and ``models/model.pt`` holds the
+last weights; with ``from_run`` the last weights are those of each fold's last resume checkpoint (``fold<k>/train``).
 """
 
 from __future__ import annotations
@@ -87,8 +91,30 @@ def _latest_resume(train_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _source_fold(source: Path, k: int, settings: Mapping) -> tuple[dict, Path]:
-    """The training record and model of fold ``k`` of the earlier run ``source``, checked to have the same folds."""
+KEEP_CHOICES = ("best", "last")
+
+
+def _last_weights(source: Path, k: int, target: Path) -> tuple[Path, int]:
+    """The network weights of fold ``k``'s last resume checkpoint in the earlier run ``source``, written to ``target``
+    (weights only); returns ``target`` and the checkpoint's epoch."""
+    resume = _latest_resume(source / f"fold{k}" / "train")
+    if resume is None:
+        raise CrossvalError(f"{source}: fold {k} has no resume checkpoint in {source / f'fold{k}' / 'train'}, so its "
+                            "last weights are unknown (keep 'last' needs it).")
+    state = torch.load(resume, map_location="cpu", weights_only=True)
+    if "model" not in state or "trainer" not in state:
+        raise CrossvalError(f"{resume}: not a resume checkpoint (no 'model' and 'trainer' entries).")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        torch.save(state["model"], tmp)
+    trainer = state["trainer"]  # ignite keeps the iteration and the epoch length, not the epoch
+    return target, int(trainer["iteration"]) // max(int(trainer["epoch_length"]), 1)
+
+
+def _source_fold(source: Path, k: int, settings: Mapping, keep: str = "best", out: Path | None = None,
+                 index: int = 0) -> tuple[dict, Path]:
+    """The training record and model of fold ``k`` of the earlier run ``source``, checked to have the same folds;
+    with ``keep`` ``"last"`` the model is the last resume checkpoint's weights, written into ``out``."""
     path, model = source / f"fold{k}" / "result.json", source / f"fold{k}" / "models" / "model.pt"
     if not path.is_file() or not model.is_file():
         raise CrossvalError(f"{source}: fold {k} is not done there (no {path.name} or models/model.pt).")
@@ -99,8 +125,10 @@ def _source_fold(source: Path, k: int, settings: Mapping) -> tuple[dict, Path]:
             raise CrossvalError(f"{path}: made with {key} {theirs.get(key)!r}, this run has {settings[key]!r}; the "
                                 "folds would differ.")
     kept = ("fold", "epochs", "best_epoch", "best_val_metric", "seconds", "resumed_from", "rounds")
-    return {**{key: earlier[key] for key in kept if key in earlier}, "evaluated_from": str(model),
-            "trained_with": theirs.get("overrides")}, model
+    record = {key: earlier[key] for key in kept if key in earlier}
+    if keep == "last":
+        model, record["kept_epoch"] = _last_weights(source, k, (out or source / f"fold{k}") / f"model_last_{index}.pt")
+    return {**record, "evaluated_from": str(model), "trained_with": theirs.get("overrides")}, model
 
 
 def _run_list(from_run: str | Path | Sequence[str | Path] | None) -> list[Path]:
@@ -112,11 +140,11 @@ def _run_list(from_run: str | Path | Sequence[str | Path] | None) -> list[Path]:
     return [Path(p).expanduser().resolve() for p in from_run]
 
 
-def _ensemble_fold(sources: Sequence[Path], k: int, settings: Mapping, out: Path, common: Mapping
+def _ensemble_fold(sources: Sequence[Path], k: int, settings: Mapping, out: Path, common: Mapping, keep: str = "best"
                    ) -> tuple[dict, Path, dict]:
     """Fold ``k`` of several earlier runs as one ensemble: its record (training figures summed, each member's
     named), the merged checkpoint ``out/ensemble.pt`` and the overrides that make ``network`` the ensemble."""
-    parts = [_source_fold(src, k, settings) for src in sources]
+    parts = [_source_fold(src, k, settings, keep, out, i) for i, src in enumerate(sources)]
     records, models = [r for r, _ in parts], [m for _, m in parts]
     record = {"fold": k, "epochs": sum(r["epochs"] for r in records), "best_epoch": [r["best_epoch"] for r in records],
               "seconds": round(sum(r["seconds"] for r in records), 1), "evaluated_from": [str(m) for m in models],
@@ -129,7 +157,7 @@ def _ensemble_fold(sources: Sequence[Path], k: int, settings: Mapping, out: Path
 
 
 def _train_fold(k: int, folds: int, configs: list[Path], files: Mapping[str, Path], bundle: Path, out: Path,
-                common: Mapping, patience: int | None) -> dict:
+                common: Mapping, patience: int | None, keep: str = "best") -> dict:
     override = {**common, "output_dir": str(out / "train"), "ckpt_dir": str(out / "models")}
     resume = _latest_resume(out / "train")
     parser = ConfigParser()
@@ -163,9 +191,16 @@ def _train_fold(k: int, folds: int, configs: list[Path], files: Mapping[str, Pat
     }
     if semi:
         record["rounds"] = p.get_parsed_content("semi").history
+    last = {n: t.detach().cpu().clone() for n, t in p.get_parsed_content("network").state_dict().items()}
     wf.finalize()
-    if not (out / "models" / "model.pt").is_file():
-        raise CrossvalError(f"fold {k}: training saved no best checkpoint {out / 'models' / 'model.pt'}.")
+    best = out / "models" / "model.pt"
+    if not best.is_file():
+        raise CrossvalError(f"fold {k}: training saved no best checkpoint {best}.")
+    if keep == "last":  # the last weights become the fold's model; the best on the fold is kept beside them
+        os.replace(best, out / "models" / "model_best.pt")
+        with atomic_path(best) as tmp:
+            torch.save(last, tmp)
+        record["kept_epoch"] = record["epochs"]
     return record
 
 
@@ -182,6 +217,7 @@ def crossval(
     only_folds: Sequence[int] | None = None,
     command: str | None = None,
     from_run: str | Path | None = None,
+    keep: str = "best",
 ) -> dict:
     """Train and evaluate ``folds`` models of the bundle's recipe on disjoint held-out folds; pool their metrics.
 
@@ -204,6 +240,8 @@ def crossval(
         command: the command line to write into ``crossval.md`` (default: rebuilt from the arguments).
         from_run: an earlier crossval ``output_dir`` whose fold models are evaluated (no training; module docstring);
             several (a sequence, or comma-separated): each fold's model is the ensemble of their fold models.
+        keep: the model a fold is scored with: ``"best"`` (its best checkpoint on the held-out fold, the bundles' own
+            rule) or ``"last"`` (its last epoch's weights; no choice made on the scored fold: module docstring).
 
     Returns:
         the content of ``crossval.json``: ``{"bundle", "recipe", "n_folds", "unit", "command", "settings", "folds":
@@ -212,8 +250,11 @@ def crossval(
 
     Raises:
         CrossvalError: for K < 2 or more folds than groups, unknown overlays, bad overrides, a fold that saved no
-            checkpoint, or a ``from_run`` whose folds are missing or were made with another K, seed or split.
+            checkpoint, or a ``from_run`` whose folds are missing or were made with another K, seed or split, an
+            unknown ``keep``, or ``keep`` ``"last"`` with a ``from_run`` fold that has no resume checkpoint.
     """
+    if keep not in KEEP_CHOICES:
+        raise CrossvalError(f"keep must be one of {KEEP_CHOICES}, got {keep!r}.")
     bundle = Path(bundle_dir).resolve()
     files = _bundle_files(bundle)
     configs = _recipe_configs(bundle, files, config, CrossvalError)
@@ -232,6 +273,8 @@ def crossval(
     settings = {"folds": folds, "seed": int(seed), "group": group, "recipe": recipe, "max_epochs": max_epochs,
                 "early_stop_patience": patience, "overrides": extra, "dataset_dir": common.get("dataset_dir"),
                 "data_root_env": os.environ.get("SEG_DATA_ROOT")}
+    if keep != "best":  # absent for the default, so that runs made before this option still match their settings
+        settings["keep"] = keep
     sources = _run_list(from_run)
     if sources:
         settings["from_run"] = str(sources[0]) if len(sources) == 1 else [str(src) for src in sources]
@@ -240,7 +283,7 @@ def crossval(
                    + "".join(f" --config {c}" for c in overlays) + (f" --max_epochs {max_epochs}" if max_epochs else "")
                    + (f" --patience {patience}" if patience else "") + (f" --seed {seed}" if seed else "")
                    + (f" --overrides '{json.dumps(extra)}'" if extra else "")
-                   + (f" --from_run {from_run}" if from_run else ""))
+                   + (f" --from_run {from_run}" if from_run else "") + (f" --keep {keep}" if keep != "best" else ""))
     wanted = set(range(folds)) if only_folds is None else {int(f) for f in only_folds}
     records: list[dict | None] = []
     for k in range(folds):
@@ -261,15 +304,15 @@ def crossval(
                                       "n_folds": folds, "fold": k, "seed": int(seed), "group": group}}
         if not sources:
             logger.info("fold %d/%d: training (%s) into %s", k + 1, folds, recipe, out)
-            record = {"fold": k, **_train_fold(k, folds, configs, files, bundle, out, fold_common, patience)}
+            record = {"fold": k, **_train_fold(k, folds, configs, files, bundle, out, fold_common, patience, keep)}
             record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, fold_common)
         elif len(sources) > 1:
-            record, model, ensemble_common = _ensemble_fold(sources, k, settings, out, fold_common)
+            record, model, ensemble_common = _ensemble_fold(sources, k, settings, out, fold_common, keep)
             logger.info("fold %d/%d: evaluating the ensemble of %s (no training)", k + 1, folds,
                         ", ".join(record["evaluated_from"]))
             record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, ensemble_common, checkpoint=model)
         else:
-            record, model = _source_fold(sources[0], k, settings)
+            record, model = _source_fold(sources[0], k, settings, keep, out)
             logger.info("fold %d/%d: evaluating %s (no training)", k + 1, folds, model)
             record["metrics"] = _evaluate_on_validation(configs, files, bundle, out, fold_common, checkpoint=model)
         rows = _read_csv(out / f"per_{unit[:-1]}.csv")
@@ -311,7 +354,7 @@ def crossval(
 def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = None, max_epochs: int | None = None,
                      overrides: str | None = None, config: str | None = None, seed: int = 0,
                      patience: int | None = None, dataset_dir: str | None = None, only_folds: str | None = None,
-                     from_run: str | None = None) -> str:
+                     from_run: str | None = None, keep: str = "best") -> str:
     """k-fold cross-validation of the bundle's recipe: train K models on disjoint held-out folds, evaluate each
     there, pool the out-of-fold metrics with bootstrap 95% intervals; print the markdown table.
 
@@ -339,6 +382,9 @@ def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = N
             e.g. '{"min_component_mm3": 500}' for the spine bundle's post-processing; same --folds and --seed.
             Several, comma-separated (e.g. two seeds of one recipe): each fold is scored by the mean-probability
             ensemble of their fold models, out of fold.
+        keep: best (default: each fold's best checkpoint on its held-out fold, which that fold is then scored on:
+            slightly optimistic) or last (the last epoch's weights: no choice made on the scored fold; with
+            --from_run, each fold's last resume checkpoint). Training with last keeps the best as models/model_best.pt.
     """
     import shlex
     import sys
@@ -348,7 +394,7 @@ def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = N
     try:
         result = crossval(bundle_dir, folds, output_dir, max_epochs, overrides, config, seed, patience, dataset_dir,
                           chosen, command="python -m tools crossval " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2
-                          and sys.argv[1] == "crossval" else None, from_run=from_run)
+                          and sys.argv[1] == "crossval" else None, from_run=from_run, keep=keep)
     except CompareError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)

@@ -129,8 +129,10 @@ def _markdown(result: Mapping, metrics: Sequence[str], rows: Sequence[Mapping[st
         f"patience {s['early_stop_patience'] if s['early_stop_patience'] else 'none'}; overrides "
         f"`{json.dumps(s['overrides'])}`. Pooled = out of fold: each of the {result['pooled'][f'n_{unit}']} {unit} "
         "predicted once, by the model that did not train on it; intervals are bootstrap 95% over "
-        f"{unit}. Each fold's checkpoint was chosen on its held-out fold (as the bundle's validation does), so the "
-        "figures are slightly optimistic for every recipe alike."
+        f"{unit}. " + ("Each fold is scored with its last epoch's weights (`--keep last`): no choice was made on the "
+                      "fold it is scored on." if s.get("keep") == "last" else
+                      "Each fold's checkpoint was chosen on its held-out fold (as the bundle's validation does), so the "
+                      "figures are slightly optimistic for every recipe alike.")
         + _from_run_note(s.get("from_run")),
         "",
         "| fold | " + " | ".join(f"{unit}" if m == "n" else m for m in ["n", *metrics]) + " | best epoch | epochs | seconds |",
