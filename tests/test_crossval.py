@@ -228,6 +228,26 @@ def test_promote_ships_every_fold_and_writes_the_choice_into_the_docs(ensemble_b
     assert "fold ensemble" in doc and "Pooled out-of-fold dice" in doc
 
 
+def test_promote_ships_the_weights_each_fold_was_scored_with_and_refuses_a_two_run_ensemble(cv_run, ensemble_bundle,
+                                                                                            tmp_path):
+    last = tmp_path / "from_last"  # evaluation only, last weights: no fold<k>/models/ folder of its own
+    crossval(BUNDLE, folds=2, output_dir=last, overrides={**TINY, **QUIET}, dataset_dir=SAMPLE / "dataset",
+             from_run=cv_run, keep="last")
+    dst = tmp_path / BUNDLE.name
+    shutil.copytree(ensemble_bundle, dst)
+    promote_crossval(last, dst, choice="ensemble")
+    for k in range(2):
+        shipped = torch.load(dst / "models" / f"fold{k}" / "model.pt", weights_only=True)
+        scored = torch.load(last / f"fold{k}" / "model_last_0.pt", weights_only=True)
+        assert shipped.keys() == scored.keys()
+        assert all(torch.equal(shipped[n], scored[n].half()) for n in shipped if shipped[n].is_floating_point())
+    two = tmp_path / "two"
+    crossval(BUNDLE, folds=2, output_dir=two, overrides={**TINY, **QUIET}, dataset_dir=SAMPLE / "dataset",
+             from_run=f"{cv_run},{cv_run}")
+    with pytest.raises(CrossvalError, match="ensemble of 2 runs"):
+        promote_crossval(two, dst, choice="ensemble")
+
+
 def _infer_ensemble(bundle: Path, input_path: Path, out: Path) -> None:
     run(config_file=[str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "inference_ensemble.json")],
         logging_file=str(bundle / "configs" / "logging.conf"), bundle_root=str(bundle), input=str(input_path),

@@ -36,12 +36,15 @@ def promote_crossval(cv_dir: str | Path, bundle_dir: str | Path, choice: str = "
       members' probabilities is the better-founded choice (nnU-Net ships its five folds the same way), and the
       measured out-of-fold gains of probability averaging are reported beside the CV table where we have them.
 
+    A fold's model is the one it was scored with: ``fold<k>/models/model.pt`` of a training run, or the file an
+    evaluation-only run (``crossval --from_run``, e.g. with ``--keep last``) names as ``evaluated_from``.
     Each file is loaded strictly into the network of ``configs/inference.json`` first (:func:`tools.checkpoints.promote`)
     and written whole or not at all. ``docs/crossval.md`` gets the run's ``crossval.md`` and the choice.
 
     Raises:
         CrossvalError: if ``cv_dir`` holds no finished run (``crossval.json`` with pooled metrics), ``choice`` is
-            unknown, or ``metric`` is not in the folds' metrics.
+            unknown, ``metric`` is not in the folds' metrics, or a fold was scored with an ensemble of several runs'
+            models (promote one of those runs instead).
     """
     from tools.checkpoints import promote
 
@@ -57,18 +60,25 @@ def promote_crossval(cv_dir: str | Path, bundle_dir: str | Path, choice: str = "
     folds = result["folds"]
     if any(metric not in f["metrics"] for f in folds):
         raise CrossvalError(f"{summary_file}: no metric {metric!r} in the folds' metrics.")
+    def model_of(f: dict) -> Path:
+        scored = f.get("evaluated_from")
+        if isinstance(scored, list):
+            raise CrossvalError(f"{summary_file}: fold {f['fold']} was scored with an ensemble of {len(scored)} runs' "
+                                "models; promote one of those runs.")
+        return Path(scored) if scored else cv / f"fold{f['fold']}"
+
     best = max(folds, key=lambda f: (f["metrics"][metric] if f["metrics"][metric] is not None else -1.0))
     chosen = "ensemble" if choice == "auto" else choice
     written = []
     if chosen == "ensemble":
         for f in folds:
-            written.append(promote(cv / f"fold{f['fold']}", bundle, dtype, destination=f"models/fold{f['fold']}/model.pt"))
+            written.append(promote(model_of(f), bundle, dtype, destination=f"models/fold{f['fold']}/model.pt"))
         kept = {f"fold{f['fold']}" for f in folds}
         for stale in (bundle / "models").glob("fold*"):  # an earlier ensemble of more folds: not a member of this one
             if stale.is_dir() and stale.name not in kept:
                 shutil.rmtree(stale)
     else:
-        written.append(promote(cv / f"fold{best['fold']}", bundle, dtype))
+        written.append(promote(model_of(best), bundle, dtype))
         for stale in (bundle / "models").glob("fold*"):
             if stale.is_dir():
                 shutil.rmtree(stale)
