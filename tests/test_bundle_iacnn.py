@@ -314,3 +314,23 @@ def test_evaluating_the_validation_split_from_seg_data_root(bundle, data_root, t
     for name in METRIC_NAMES:
         assert metrics[name] == pytest.approx(meta[f"val_{name}"], abs=tolerance), name
 
+
+
+def test_polyp_fold_ensemble_of_two_equal_members_writes_the_single_models_masks(tmp_path):
+    # the mean of two identical members' probabilities is the member's: the ensemble config must reproduce
+    # inference.json's masks exactly, with the same names and sizes
+    folds = tmp_path / "models"
+    for k in range(2):
+        (folds / f"fold{k}").mkdir(parents=True)
+        shutil.copy(POLYP / "models" / "model.pt", folds / f"fold{k}" / "model.pt")
+    image = sorted((_sample(POLYP) / "images").iterdir())[0]
+    _infer(POLYP, image, tmp_path / "single")
+    run(config_file=[str(_configs(POLYP) / "inference.json"), str(_configs(POLYP) / "inference_ensemble.json")],
+        logging_file=str(_configs(POLYP) / "logging.conf"), bundle_root=str(POLYP), input=str(image),
+        output_dir=str(tmp_path / "ensemble"), ensemble_dir=str(folds))
+    single = sorted((tmp_path / "single").iterdir())
+    ensemble = sorted((tmp_path / "ensemble").iterdir())
+    assert [p.name for p in single] == [p.name for p in ensemble] == [f"{image.stem}_mask.png"]
+    a, b = np.asarray(Image.open(single[0])), np.asarray(Image.open(ensemble[0]))
+    assert a.shape == b.shape == np.asarray(Image.open(image)).shape[:2]
+    assert (a > 0).any() and np.mean(a != b) < 1e-3  # bf16 sums may flip a pixel at exactly 0.5
