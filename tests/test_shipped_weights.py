@@ -73,3 +73,21 @@ def test_configs_checkpoint_loader_loads_the_iacnn_weights_saved_with_the_old_de
     CheckpointLoader(load_path=str(path), load_dict={"model": net}, map_location="cpu")(Engine(lambda e, b: None))
     values, _ = _outputs(net)
     assert values == pytest.approx(REFERENCE[bundle][0], abs=1e-4)
+
+
+ENSEMBLE_BUNDLES = sorted(p.name for p in BUNDLES.iterdir() if (p / "models" / "fold0" / "model.pt").is_file())
+
+
+@pytest.mark.parametrize("bundle", ENSEMBLE_BUNDLES, ids=lambda b: b.split("_")[0])
+def test_shipped_fold_ensembles_are_whole_distinct_and_load_strictly(bundle):
+    from tools.ensembles import fold_checkpoints
+
+    members = fold_checkpoints(BUNDLES / bundle / "models")
+    assert [p.split("/")[-2] for p in members] == [f"fold{k}" for k in range(len(members))] and len(members) >= 2
+    assert (BUNDLES / bundle / "configs" / "inference_ensemble.json").is_file()
+    states = [torch.load(p, map_location="cpu", weights_only=True) for p in members]
+    for state in states:
+        _network(bundle).load_state_dict(state, strict=True)
+        assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())  # compact, as promoted
+    name = next(k for k, v in states[0].items() if v.is_floating_point() and v.numel() > 1)
+    assert not any(torch.equal(states[0][name], s[name]) for s in states[1:])  # members, not copies of one model
