@@ -237,3 +237,23 @@ def test_inference_rejects_a_volume_with_nan(tmp_path):
     with pytest.raises(Exception) as e:
         _infer(path, tmp_path / "out", **UNTRAINED)
     assert "nan.nii.gz: 'image' holds NaN" in _messages(e.value)
+
+
+def test_fold_ensemble_of_two_equal_members_writes_the_single_models_mask_with_its_geometry(tmp_path):
+    import shutil
+
+    folds = tmp_path / "models"
+    for k in range(2):
+        (folds / f"fold{k}").mkdir(parents=True)
+        shutil.copy(BUNDLE / "models" / "model.pt", folds / f"fold{k}" / "model.pt")
+    img = nib.load(SAMPLE_IMAGE)
+    small = tmp_path / "in" / "a.nii.gz"
+    small.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:96, :96, 24:40], img.affine), small)
+    _infer(small, tmp_path / "single")
+    _infer(small, tmp_path / "ensemble", configs=("inference.json", "inference_ensemble.json"), ensemble_dir=str(folds))
+    a, b = nib.load(tmp_path / "single" / "a_mask.nii.gz"), nib.load(tmp_path / "ensemble" / "a_mask.nii.gz")
+    assert a.shape == b.shape == (96, 96, 16)
+    np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
+    x, y = np.asarray(a.dataobj), np.asarray(b.dataobj)
+    assert x.any() and np.mean(x != y) < 1e-3  # the mean of equal members' probabilities is the member's
