@@ -22,7 +22,7 @@ VERBS = {
                   "volume_shape", "epochs", "config", "overrides", "dataset_dir"),
     "compare": ("bundle_dir", "variants", "max_epochs", "output_dir", "dataset_dir", "overrides", "reuse"),
     "crossval": ("bundle_dir", "folds", "output_dir", "max_epochs", "overrides", "config", "seed", "patience",
-                 "dataset_dir", "only_folds", "from_run"),
+                 "dataset_dir", "only_folds", "from_run", "keep"),
     "benchmark_variants": ("bundle_dir", "grid", "output_dir", "max_epochs", "dataset_dir", "overrides", "reuse"),
     "promote": ("run_dir", "bundle_dir", "dtype", "choice", "metric"),
     "compact": ("src", "dst", "dtype"),

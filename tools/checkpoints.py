@@ -38,7 +38,7 @@ from monai.handlers import CheckpointSaver as _MonaiCheckpointSaver
 from tools.errors import CheckpointError
 from tools.io import atomic_path
 
-__all__ = ["AtomicDiskSaver", "CheckpointSaver", "CheckpointLoader", "check_checkpoint_file", "promote"]
+__all__ = ["AtomicDiskSaver", "CheckpointSaver", "CheckpointLoader", "check_checkpoint_file", "resume_weights", "promote"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,27 @@ class CheckpointLoader(_MonaiCheckpointLoader):
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise CheckpointError(f"{self.load_path}: cannot be loaded as a checkpoint of this network "
                                   f"({type(e).__name__}: {first})") from e
+
+
+def resume_weights(resume: str | Path, target: str | Path) -> int:
+    """Write the network weights of a resume checkpoint (``train.json``'s ``resume_handlers``: ``{"model",
+    "optimizer", "trainer", ...}``) to ``target`` as a weights-only state dict, whole or not at all.
+
+    Returns:
+        the epoch the checkpoint was saved at (ignite keeps the iteration and the epoch length, not the epoch).
+
+    Raises:
+        CheckpointError: if the file is not a resume checkpoint (no ``model`` and ``trainer`` entries).
+    """
+    check_checkpoint_file(resume)
+    state = torch.load(resume, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state or "trainer" not in state:
+        raise CheckpointError(f"{resume}: not a resume checkpoint (no 'model' and 'trainer' entries).")
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        torch.save(state["model"], tmp)
+    trainer = state["trainer"]
+    return int(trainer["iteration"]) // max(int(trainer["epoch_length"]), 1)
 
 
 def promote(run_dir: str | Path, bundle_dir: str | Path, dtype: str = "float16",

@@ -51,6 +51,7 @@ from monai.bundle import ConfigParser
 from tools.commands.crossval_tables import _markdown, _read_csv, _write_csv, pooled_table
 from tools.commands.runs import (CompareError, CrossvalError, _bundle_files, _common_overrides, _evaluate_on_validation,
                                  _parse_overrides, _recipe_configs, _workflow)
+from tools.checkpoints import resume_weights
 from tools.ensembles import ensemble_state_dict
 from tools.io import atomic_path, atomic_write_text
 from tools.run_control import ProgressLog, attach_early_stopping
@@ -95,20 +96,12 @@ KEEP_CHOICES = ("best", "last")
 
 
 def _last_weights(source: Path, k: int, target: Path) -> tuple[Path, int]:
-    """The network weights of fold ``k``'s last resume checkpoint in the earlier run ``source``, written to ``target``
-    (weights only); returns ``target`` and the checkpoint's epoch."""
+    """Fold ``k``'s last resume checkpoint in the earlier run ``source``: its weights written to ``target``."""
     resume = _latest_resume(source / f"fold{k}" / "train")
     if resume is None:
         raise CrossvalError(f"{source}: fold {k} has no resume checkpoint in {source / f'fold{k}' / 'train'}, so its "
                             "last weights are unknown (keep 'last' needs it).")
-    state = torch.load(resume, map_location="cpu", weights_only=True)
-    if "model" not in state or "trainer" not in state:
-        raise CrossvalError(f"{resume}: not a resume checkpoint (no 'model' and 'trainer' entries).")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        torch.save(state["model"], tmp)
-    trainer = state["trainer"]  # ignite keeps the iteration and the epoch length, not the epoch
-    return target, int(trainer["iteration"]) // max(int(trainer["epoch_length"]), 1)
+    return target, resume_weights(resume, target)
 
 
 def _source_fold(source: Path, k: int, settings: Mapping, keep: str = "best", out: Path | None = None,
