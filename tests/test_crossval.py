@@ -451,3 +451,9 @@ def test_pooled_table_of_clips_adds_intervals_resampling_whole_clips():
     assert by_clip["dice_ci95"] == by_frame["dice_ci95"]
     (lo_f, hi_f), (lo_c, hi_c) = by_frame["dice_ci95"], by_clip["dice_ci95_by_clip"]
     assert lo_c < lo_f and hi_c > hi_f  # three clips are less evidence than 67 frames
+
+
+def test_keep_last_is_refused_for_a_semi_supervised_recipe(tmp_path):
+    with pytest.raises(CrossvalError, match="keep 'last'"):
+        crossval(BUNDLE, folds=2, output_dir=tmp_path / "semi", max_epochs=1, config="configs/train_semi.json",
+                 overrides={**TINY, **QUIET}, dataset_dir=SAMPLE / "dataset", keep="last")

@@ -28,11 +28,10 @@ its members trained on the other folds' items).
 
 Selection caveat, said in ``crossval.md`` too: by default (``keep`` ``"best"``) each fold's checkpoint is chosen (and
 early-stopped) on the same held-out fold it is scored on, as the bundles' own validation does; the pooled figures are
-therefore slightly optimistic for every recipe alike, and comparisons between recipes run this way are fair. With
-``keep`` ``"last"`` each fold is scored with its last epoch's weights (nnU-Net's rule: a fixed schedule, no choice
-made on the scored fold), which removes that bias: a recipe with a learning-rate decay can be measured so. In
-training, the best checkpoint is then kept beside it as ``models/model_best.pt`` and ``models/model.pt`` holds the
-last weights; with ``from_run`` the last weights are those of each fold's last resume checkpoint (``fold<k>/train``).
+therefore slightly optimistic for every recipe alike, and comparisons between recipes run this way are fair.
+``keep`` ``"last"`` scores each fold with its last epoch's weights instead (nnU-Net's rule; no choice made on the
+scored fold): in training ``models/model.pt`` holds them and the best is kept as ``models/model_best.pt``; with
+``from_run`` they come from each fold's last resume checkpoint. Not for semi-supervised recipes.
 """
 
 from __future__ import annotations
@@ -52,6 +51,7 @@ from tools.commands.crossval_tables import _markdown, _read_csv, _write_csv, poo
 from tools.commands.runs import (CompareError, CrossvalError, _bundle_files, _common_overrides, _evaluate_on_validation,
                                  _parse_overrides, _recipe_configs, _workflow)
 from tools.checkpoints import resume_weights
+from tools.errors import CheckpointError
 from tools.ensembles import ensemble_state_dict
 from tools.io import atomic_path, atomic_write_text
 from tools.run_control import ProgressLog, attach_early_stopping
@@ -156,6 +156,8 @@ def _train_fold(k: int, folds: int, configs: list[Path], files: Mapping[str, Pat
     parser = ConfigParser()
     parser.read_config([str(c) for c in configs])
     semi = "semi" in parser
+    if semi and keep == "last":
+        raise CrossvalError("keep 'last' is for one training run; a semi-supervised run keeps its best of all rounds.")
     if resume is not None and not semi:
         logger.info("fold %d/%d: resuming from %s", k + 1, folds, resume)
         override["resume_from"] = str(resume)
@@ -184,7 +186,8 @@ def _train_fold(k: int, folds: int, configs: list[Path], files: Mapping[str, Pat
     }
     if semi:
         record["rounds"] = p.get_parsed_content("semi").history
-    last = {n: t.detach().cpu().clone() for n, t in p.get_parsed_content("network").state_dict().items()}
+    last = ({n: t.detach().cpu().clone() for n, t in p.get_parsed_content("network").state_dict().items()}
+            if keep == "last" else None)
     wf.finalize()
     best = out / "models" / "model.pt"
     if not best.is_file():
@@ -388,7 +391,7 @@ def crossval_command(bundle_dir: str, folds: int = 5, output_dir: str | None = N
         result = crossval(bundle_dir, folds, output_dir, max_epochs, overrides, config, seed, patience, dataset_dir,
                           chosen, command="python -m tools crossval " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2
                           and sys.argv[1] == "crossval" else None, from_run=from_run, keep=keep)
-    except CompareError as e:
+    except (CompareError, CheckpointError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         sys.exit(1)
     out = Path(output_dir).resolve() if output_dir else Path(bundle_dir).resolve() / "eval" / "crossval"
