@@ -221,6 +221,28 @@ def test_part_dice_gives_each_vertebra_its_own_dice_and_blames_the_nearest_for_a
         part_dice(pred[:, :, :10], label, parts)
 
 
+def test_component_parts_names_a_fused_neighbour_and_a_missed_vertebra():
+    from tools.metrics.volumes import component_parts
+
+    label = np.zeros((20, 20, 40), dtype=np.uint8)
+    label[5:10, 5:10, 10:16] = 1
+    label[5:10, 5:10, 20:26] = 2
+    label[5:10, 5:10, 30:36] = 3
+    pred = label > 0
+    pred[5:10, 5:10, 4:10] = True  # the vertebra above L1 (unlabelled), fused with L1 into one component
+    pred[5:10, 5:10, 30:36] = False
+    pred[6:8, 6:8, 31:33] = True  # L3 mostly missed: a small piece
+    rows = component_parts(pred, label, {"L1": 1, "L2": 2, "L3": 3})
+    assert [r["voxels"] for r in rows] == [300, 150, 8]  # largest first
+    fused, l2, piece = rows
+    assert (fused["L1"], fused["background"], fused["axis2"]) == (150, 150, (4, 15))
+    assert (l2["L2"], l2["L1"], l2["background"]) == (150, 0, 0)
+    assert (piece["L3"], piece["axis0"], piece["axis1"]) == (8, (6, 7), (6, 7))
+    assert component_parts(np.zeros_like(pred), label, {"L1": 1}) == []
+    with pytest.raises(ValueError, match="3D"):
+        component_parts(pred[:, :, :10], label, {"L1": 1})
+
+
 def test_component_filter_keeps_a_split_vertebras_piece_within_the_margin_but_not_a_distant_component():
     from tools.pipelines.spine import FilterComponentsd
 

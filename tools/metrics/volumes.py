@@ -120,6 +120,39 @@ def part_dice(pred: np.ndarray, label_map: np.ndarray, parts: Mapping[str, int])
     return out
 
 
+def component_parts(pred: np.ndarray, label_map: np.ndarray, parts: Mapping[str, int]) -> list[dict]:
+    """What each connected component of a binary prediction ``(H, W, D)`` covers in a label map of the same shape:
+    one row a component (26-connectivity, SciPy's ``ndimage.label``, largest first) with ``voxels``, the voxel range
+    it spans on each axis (``axis<i>``: ``(first, last)``), the voxels it shares with each labelled part (``<name>``)
+    and with the background (``background``: false positives).
+
+    A diagnostic of the post-processing that keeps or drops whole components (:class:`tools.pipelines.spine.
+    FilterComponentsd`): a component that covers two parts (a vertebra fused with its neighbour), or a part that no
+    component covers much of (a missed vertebra), cannot be mended by choosing components.
+
+    Raises:
+        ValueError: if the shapes differ or the prediction is not 3D.
+    """
+    from scipy import ndimage
+
+    pred, label_map = np.asarray(pred) > 0, np.asarray(label_map)
+    if pred.shape != label_map.shape or pred.ndim != 3:
+        raise ValueError(f"prediction {pred.shape} and label map {label_map.shape} must be 3D and of one size.")
+    components, n = ndimage.label(pred, structure=np.ones((3, 3, 3)))
+    rows = []
+    for i, box in enumerate(ndimage.find_objects(components), start=1):
+        inside = components[box] == i
+        labels = label_map[box][inside]
+        row = {"voxels": int(inside.sum())}
+        row.update({f"axis{a}": (int(s.start + np.flatnonzero(inside.any(axis=tuple(b for b in range(3) if b != a)))[0]),
+                                 int(s.start + np.flatnonzero(inside.any(axis=tuple(b for b in range(3) if b != a)))[-1]))
+                    for a, s in enumerate(box)})
+        row.update({name: int((labels == value).sum()) for name, value in parts.items()})
+        row["background"] = int((labels == 0).sum())
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["voxels"])
+
+
 class VolumeMetricsSaver(SegmentationMetricsSaver):
     """Ignite handler: per-volume Dice, IoU and HD95 (mm) of an evaluator's output, written as ``metrics.json`` and
     ``per_volume.csv`` (the spine bundle's ``evaluate.json``).
