@@ -334,3 +334,19 @@ def test_polyp_fold_ensemble_of_two_equal_members_writes_the_single_models_masks
     a, b = np.asarray(Image.open(single[0])), np.asarray(Image.open(ensemble[0]))
     assert a.shape == b.shape == np.asarray(Image.open(image)).shape[:2]
     assert (a > 0).any() and np.mean(a != b) < 1e-3  # bf16 sums may flip a pixel at exactly 0.5
+
+
+def test_the_all_clips_recipe_trains_on_every_clip_without_validation_and_ships_the_last_weights(tmp_path):
+    recipes = [str(_configs(POLYP) / n) for n in ("train.json", "recipes/generalising.json", "recipes/all_clips.json")]
+    parser = _parser(POLYP, ["train.json", "recipes/generalising.json", "recipes/all_clips.json"],
+                     dataset_dir=str(_sample(POLYP)), **TINY)
+    train, val = parser.get_parsed_content("split")
+    assert len(train) == len(parser.get_parsed_content("datalist")) == 6 and val == []
+    run("training", config_file=recipes, logging_file=str(_configs(POLYP) / "logging.conf"), bundle_root=str(POLYP),
+        dataset_dir=str(_sample(POLYP)), output_dir=str(tmp_path), ckpt_dir=str(tmp_path / "models"),
+        **{"train#trainer#max_epochs": 2, "train#handlers#4#persist": False, **TINY})
+    final = torch.load(tmp_path / "models" / "model.pt", map_location="cpu")
+    last = torch.load(tmp_path / "resume_checkpoint_epoch=2.pt", map_location="cpu")["model"]
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt"]  # nothing chosen by a validation
+    assert "val_" not in (tmp_path / "log.txt").read_text()
