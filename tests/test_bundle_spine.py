@@ -257,3 +257,20 @@ def test_fold_ensemble_of_two_equal_members_writes_the_single_models_mask_with_i
     np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
     x, y = np.asarray(a.dataobj), np.asarray(b.dataobj)
     assert x.any() and np.mean(x != y) < 1e-3  # the mean of equal members' probabilities is the member's
+
+
+def test_the_all_subjects_recipe_trains_on_every_subject_without_validation_and_ships_the_last_weights(tmp_path):
+    configs = [str(CONFIGS / n) for n in ("train.json", "recipes/cosine_lr.json", "recipes/all_subjects.json")]
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(SAMPLE)})
+    train, val = parser.get_parsed_content("split")
+    assert [Path(d["image"]).name for d in train] == ["17.nii.gz"] and val == []
+    run("training", config_file=configs, logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE),
+        dataset_dir=str(SAMPLE), output_dir=str(tmp_path), ckpt_dir=str(tmp_path / "models"),
+        **{"train#trainer#max_epochs": 2, "slices_per_volume": 2, "train#handlers#4#persist": False, **TINY})
+    final = torch.load(tmp_path / "models" / "model.pt", map_location="cpu")
+    last = torch.load(tmp_path / "resume_checkpoint_epoch=2.pt", map_location="cpu")["model"]
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt"]  # nothing chosen by a validation
+    assert "val_" not in (tmp_path / "log.txt").read_text()
