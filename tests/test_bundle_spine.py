@@ -274,3 +274,19 @@ def test_the_all_subjects_recipe_trains_on_every_subject_without_validation_and_
     assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt"]  # nothing chosen by a validation
     assert "val_" not in (tmp_path / "log.txt").read_text()
+
+
+def test_the_2p5d_recipe_trains_and_validates_whole_volumes_on_slabs_of_five_slices(tmp_path):
+    configs = [str(CONFIGS / n) for n in ("train.json", "recipes/context_2p5d.json")]
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(SAMPLE), "slices_per_volume": 2})
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    assert batch["image"].shape[1:] == (5, 208, 192) and batch["label"].shape[1:] == (1, 208, 192)
+    run("training", config_file=configs, logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(BUNDLE),
+        dataset_dir=str(SAMPLE), output_dir=str(tmp_path), ckpt_dir=str(tmp_path / "models"),
+        **{"train#trainer#max_epochs": 1, "val_interval": 1, "slices_per_volume": 2, "train#handlers#4#persist": False,
+           **TINY})
+    assert "val_dice" in (tmp_path / "log.txt").read_text()  # the validation ran on the whole 5-channel volume
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(v.ndim == 4 and v.shape[1] == 5 for v in state.values())  # a first convolution that takes 5 channels

@@ -46,9 +46,15 @@ def test_recipe_preprocessing_keeps_image_and_mask_aligned(recipe):
     for seed in range(4):  # several random draws: every transform's branch gets a chance to run
         preprocessing.set_random_state(seed)
         out = preprocessing(dict(item))
-        assert list(out["image"].shape) == [channels, *size] and list(out["label"].shape) == [1, *size]
-        assert torch.isfinite(torch.as_tensor(out["image"])).all()
-        assert set(torch.unique(torch.as_tensor(out["label"])).tolist()) <= {0.0, 1.0}
+        # a volume bundle's sampler gives several whole slices of the volume's own size; a 2D bundle one image
+        # resized to spatial_size
+        samples = out if isinstance(out, list) else [out]
+        for sample in samples:
+            image, label = sample["image"].shape, sample["label"].shape
+            assert image[0] == channels and label[0] == 1 and image[1:] == label[1:]
+            assert isinstance(out, list) or list(image[1:]) == size
+            assert torch.isfinite(torch.as_tensor(sample["image"])).all()
+            assert set(torch.unique(torch.as_tensor(sample["label"])).tolist()) <= {0.0, 1.0}
 
 
 def test_the_polyp_bundle_has_the_generalising_recipe():

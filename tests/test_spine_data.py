@@ -253,3 +253,23 @@ def test_component_filter_keeps_a_split_vertebras_piece_within_the_margin_but_no
     assert float(out[0, 35:37, 35:37, 55:57].sum()) == 0  # the distant false positive still removed
     without = FilterComponentsd("pred", keep_largest=5)({"pred": prob})["pred"]
     assert float(without[0, 10:16, 10:16, 46:48].sum()) == 0  # without the margin the smaller piece goes
+
+
+def test_neighbour_slices_stack_a_slab_as_channels_with_the_edges_repeated_and_the_geometry_kept():
+    from monai.data import MetaTensor
+
+    from tools.pipelines.spine import NeighbourSlicesd
+
+    volume = MetaTensor(torch.arange(2 * 3 * 6, dtype=torch.float32).reshape(1, 2, 3, 6),
+                        affine=torch.diag(torch.tensor([2.0, 1.0, 3.0, 1.0])))
+    out = NeighbourSlicesd("image", neighbours=2, step=2)({"image": volume, "label": volume})
+    slab = out["image"]
+    assert slab.shape == (5, 2, 3, 6) and torch.equal(slab[2], volume[0])  # the middle channel is the volume
+    assert slab[:, 0, 0, :].tolist() == [[0, 0, 0, 0, 0, 1], [0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5],
+                                         [2, 3, 4, 5, 5, 5], [4, 5, 5, 5, 5, 5]]
+    assert torch.equal(slab.affine, volume.affine) and out["label"] is volume  # geometry kept, label untouched
+    assert torch.equal(NeighbourSlicesd("image", neighbours=0)({"image": volume})["image"], volume)
+    with pytest.raises(ValueError, match=r"\(1, H, W, D\)"):
+        NeighbourSlicesd("image")({"image": torch.zeros(2, 2, 3, 6)})
+    with pytest.raises(ValueError, match="step"):
+        NeighbourSlicesd("image", step=0)

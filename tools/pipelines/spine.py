@@ -40,6 +40,7 @@ __all__ = [
     "MODALITIES",
     "CheckLabelMapd",
     "FilterComponentsd",
+    "NeighbourSlicesd",
     "volume_intensity",
     "spine_loading",
     "slice_sampling",
@@ -163,6 +164,43 @@ def slice_sampling(slices_per_volume: int, positive: float = 1.0, negative: floa
                                num_samples=int(slices_per_volume), allow_smaller=True),
         SqueezeDimd(keys=keys, dim=3),
     ]
+
+
+class NeighbourSlicesd(MapTransform):
+    """2.5D input: every slice along the last axis of a ``(1, H, W, D)`` volume gets its neighbours as channels,
+    ``(2 * neighbours + 1, H, W, D)``: channel ``j`` at slice ``d`` holds slice ``d + (j - neighbours) * step`` (the
+    edge slice repeated beyond the volume), so the middle channel is the volume itself and a 2D network fed by
+    :func:`slice_sampling` in training, or MONAI's ``SliceInferer`` over the whole volume, sees a slab of
+    ``2 * neighbours * step + 1`` slices around the slice it segments. The label is not touched. Applied after
+    intensity normalisation, before sampling; the network's ``in_channels`` must be ``2 * neighbours + 1``
+    (the spine bundle's ``configs/recipes/context_2p5d.json``).
+
+    The 2.5D input of slice-wise segmentation of volumes (e.g. Roth et al., MICCAI 2014, three orthogonal views;
+    here neighbouring parallel slices); MONAI has inferers for 2D slices of a volume but no transform that stacks a
+    slice's neighbours, so this one does. Not invertible and not recorded: the mask is written on the input's grid
+    as before (only the channels change).
+
+    Raises:
+        ValueError: for a negative ``neighbours``, a ``step`` below 1, or an input with more than one channel.
+    """
+
+    def __init__(self, keys, neighbours: int = 1, step: int = 1, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if int(neighbours) < 0 or int(step) < 1:
+            raise ValueError(f"neighbours ({neighbours}) must be >= 0 and step ({step}) >= 1.")
+        self.neighbours, self.step = int(neighbours), int(step)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            volume = d[key]
+            if volume.ndim != 4 or volume.shape[0] != 1:
+                raise ValueError(f"{key}: NeighbourSlicesd takes a (1, H, W, D) volume, got {tuple(volume.shape)}.")
+            depth = volume.shape[-1]
+            index = torch.arange(depth, device=volume.device)
+            d[key] = torch.cat([torch.index_select(volume, -1, (index + k * self.step).clamp(0, depth - 1))
+                                for k in range(-self.neighbours, self.neighbours + 1)], dim=0)
+        return d
 
 
 def patch_sampling(patch_size: Sequence[int], patches_per_volume: int, positive: float = 1.0,
