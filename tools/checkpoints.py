@@ -200,8 +200,8 @@ def promote(run_dir: str | Path, bundle_dir: str | Path, dtype: str = "float16",
     of another size or network (a test run's tiny network, a baseline) is refused before anything is written.
 
     Args:
-        run_dir: a training run's output folder (its ``models/model.pt`` is the best validation model), or a
-            checkpoint file.
+        run_dir: a training run's output folder (its ``models/model.pt`` is the best validation model, or the last
+            epoch's weights of a run without validation: a bundle's ``recipes/all_clips.json``), or a checkpoint file.
         bundle_dir: the bundle folder.
         dtype: ``"float16"`` (as shipped), ``"bfloat16"`` or ``"float32"``.
         destination: where in the bundle the weights go (``models/fold<k>/model.pt`` for a fold ensemble's members).
