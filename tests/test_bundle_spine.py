@@ -290,3 +290,26 @@ def test_the_2p5d_recipe_trains_and_validates_whole_volumes_on_slabs_of_five_sli
     assert "val_dice" in (tmp_path / "log.txt").read_text()  # the validation ran on the whole 5-channel volume
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(v.ndim == 4 and v.shape[1] == 5 for v in state.values())  # a first convolution that takes 5 channels
+
+
+SLAB = {**UNTRAINED, "slab_neighbours": 2}  # a tiny random 5-channel network: geometry, not accuracy
+
+
+def test_2p5d_inference_stacks_slabs_and_writes_the_mask_on_the_mri_inputs_grid(tmp_path):
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE), **SLAB})
+    assert parser.get_parsed_content("network_def#in_channels") == 5
+    assert type(parser.get_parsed_content("preprocessing").transforms[-1]).__name__ == "NeighbourSlicesd"
+    _infer(SAMPLE_IMAGE, tmp_path, **SLAB)
+    out, ref = nib.load(tmp_path / "17_mask.nii.gz"), nib.load(SAMPLE_IMAGE)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+
+
+def test_2p5d_ct_configuration_keeps_the_geometry_of_a_real_ct_volume(data_root, tmp_path):
+    src = data_root / "ct_volumes_totalsegmentator" / "v1_full" / "example_ct.nii.gz"
+    _infer(src, tmp_path, configs=("inference.json", "inference_ct.json"), pixdim=[4.0, 4.0, 4.0], **SLAB)
+    ref, out = nib.load(src), nib.load(tmp_path / "example_ct_mask.nii.gz")
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-4)

@@ -13,7 +13,7 @@ from conftest import BUNDLES
 RECIPES = sorted(BUNDLES.glob("*/configs/recipes/*.json"))
 # recipes that change what the training data looks like (the others, e.g. a learning-rate schedule, leave it alone)
 DATA_RECIPES = [p for p in RECIPES if any(k.lstrip("+").startswith(("train#augmentation", "train#preprocessing",
-                                                                      "train#dataset", "spatial_size"))
+                                                                      "train#dataset", "spatial_size", "slab_"))
                                           for k in json.loads(p.read_text()))]
 
 

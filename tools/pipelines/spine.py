@@ -128,16 +128,20 @@ def spine_loading(
     max_label: int = 5,
     allow_empty_label: bool = False,
     percentiles: Sequence[float] = (0.5, 99.5),
+    slab_neighbours: int = 0,
+    slab_step: int = 1,
 ) -> list:
     """Training and evaluation chain of an ``{"image", "label"}`` pair of MRI volumes: read (NiBabel), check, take the
-    vertebrae (every label above 0) as one foreground class, normalise the image.
+    vertebrae (every label above 0) as one foreground class, normalise the image and, with ``slab_neighbours`` > 0,
+    give each slice its neighbours as channels (:class:`NeighbourSlicesd`, 2.5D input).
 
     Checks (each refusal an :class:`tools.errors.InputError` naming the file): both are 3D with one channel and the
     same shape, finite, the label map holds integers ``0..max_label`` (:class:`CheckLabelMapd`) and, unless
     ``allow_empty_label``, some vertebra.
 
     Returns:
-        a list of transforms giving ``image`` ``(1, H, W, D)`` float32 in [0, 1] and ``label`` ``(1, H, W, D)`` 0/1.
+        a list of transforms giving ``image`` ``(1 + 2 * slab_neighbours, H, W, D)`` float32 in [0, 1] and ``label``
+        ``(1, H, W, D)`` 0/1.
     """
     keys = ["image", "label"]
     return [
@@ -149,7 +153,13 @@ def spine_loading(
         EnsureTyped(keys=keys, dtype=torch.float32),
         AsDiscreted(keys="label", threshold=0.5),
         volume_intensity("mri", percentiles),
+        *_slab(slab_neighbours, slab_step),
     ]
+
+
+def _slab(neighbours: int, step: int) -> list:
+    """:class:`NeighbourSlicesd` on ``image`` when ``neighbours`` > 0 (2.5D input), else nothing (2D)."""
+    return [NeighbourSlicesd(keys="image", neighbours=neighbours, step=step)] if int(neighbours) > 0 else []
 
 
 def slice_sampling(slices_per_volume: int, positive: float = 1.0, negative: float = 1.0) -> list:
@@ -172,8 +182,9 @@ class NeighbourSlicesd(MapTransform):
     edge slice repeated beyond the volume), so the middle channel is the volume itself and a 2D network fed by
     :func:`slice_sampling` in training, or MONAI's ``SliceInferer`` over the whole volume, sees a slab of
     ``2 * neighbours * step + 1`` slices around the slice it segments. The label is not touched. Applied after
-    intensity normalisation, before sampling; the network's ``in_channels`` must be ``2 * neighbours + 1``
-    (the spine bundle's ``configs/recipes/context_2p5d.json``).
+    intensity normalisation, before sampling; the network's ``in_channels`` must be ``2 * neighbours + 1`` (the
+    spine bundle's ``slab_neighbours`` and ``slab_step``, in ``train.json`` and ``inference.json``, set by
+    ``configs/recipes/context_2p5d.json``).
 
     The 2.5D input of slice-wise segmentation of volumes (e.g. Roth et al., MICCAI 2014, three orthogonal views;
     here neighbouring parallel slices); MONAI has inferers for 2D slices of a volume but no transform that stacks a
@@ -219,9 +230,11 @@ def spine_volume_preprocessing(
     percentiles: Sequence[float] = (0.5, 99.5),
     hu_window: Sequence[float] = (-250.0, 1250.0),
     device: torch.device | str = "cpu",
+    slab_neighbours: int = 0,
+    slab_step: int = 1,
 ) -> Compose:
     """Inference chain of a spine volume (a NIfTI file or a DICOM series folder, :class:`LoadVolumed`): read,
-    check, (orient, resample), normalise.
+    check, (orient, resample), normalise, (stack each slice's neighbours as channels).
 
     Args:
         modality: ``"mri"`` (percentile normalisation) or ``"ct"`` (values checked to be HU, :class:`CheckHUd`;
@@ -234,10 +247,11 @@ def spine_volume_preprocessing(
             isotropic), or ``None`` to keep the input's grid.
         percentiles, hu_window: of :func:`volume_intensity`.
         device: where the volume is processed (CUDA when present).
+        slab_neighbours, slab_step: 2.5D input (:class:`NeighbourSlicesd`; 0 neighbours: none), as in training.
 
     Returns:
-        ``Compose`` giving ``image`` ``(1, H, W, D)`` in [0, 1]; invertible (``Invertd``) back to the input's exact
-        shape and affine.
+        ``Compose`` giving ``image`` ``(1 + 2 * slab_neighbours, H, W, D)`` in [0, 1]; invertible (``Invertd``) back
+        to the input's exact shape and affine.
 
     Checks (each refusal an :class:`tools.errors.InputError` naming the file): a readable, complete file or series,
     3D with one channel (not a 2D image, not a 4D series), finite values, and HU for CT.
@@ -256,7 +270,7 @@ def spine_volume_preprocessing(
     if pixdim is not None:
         out.append(Spacingd(keys="image", pixdim=[float(p) for p in pixdim], mode="bilinear"))
     out.append(volume_intensity(modality, percentiles, hu_window))
-    return Compose(out)
+    return Compose(out + _slab(slab_neighbours, slab_step))
 
 
 class FilterComponentsd(MapTransform):
