@@ -188,10 +188,15 @@ def test_inference_on_a_folder_of_volumes_writes_one_mask_each(tmp_path):
         np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
 
 
-def test_ct_configuration_keeps_the_geometry_of_a_real_ct_volume(data_root, tmp_path):
+# a tiny random network, 2D or 2.5D (5-channel slabs): geometry, not accuracy
+SLAB = {**UNTRAINED, "slab_neighbours": 2}
+
+
+@pytest.mark.parametrize("network", [UNTRAINED, SLAB], ids=["2d", "2p5d"])
+def test_ct_configuration_keeps_the_geometry_of_a_real_ct_volume(network, data_root, tmp_path):
     src = data_root / "ct_volumes_totalsegmentator" / "v1_full" / "example_ct.nii.gz"
     # pixdim 4 mm instead of 1 mm keeps the test fast; the resampling and its inversion are the same code path
-    _infer(src, tmp_path, configs=("inference.json", "inference_ct.json"), pixdim=[4.0, 4.0, 4.0], **UNTRAINED)
+    _infer(src, tmp_path, configs=("inference.json", "inference_ct.json"), pixdim=[4.0, 4.0, 4.0], **network)
     ref, out = nib.load(src), nib.load(tmp_path / "example_ct_mask.nii.gz")
     assert out.shape == ref.shape
     np.testing.assert_allclose(out.affine, ref.affine, atol=1e-4)
@@ -292,8 +297,6 @@ def test_the_2p5d_recipe_trains_and_validates_whole_volumes_on_slabs_of_five_sli
     assert any(v.ndim == 4 and v.shape[1] == 5 for v in state.values())  # a first convolution that takes 5 channels
 
 
-SLAB = {**UNTRAINED, "slab_neighbours": 2}  # a tiny random 5-channel network: geometry, not accuracy
-
 
 def test_2p5d_inference_stacks_slabs_and_writes_the_mask_on_the_mri_inputs_grid(tmp_path):
     parser = ConfigParser()
@@ -305,11 +308,3 @@ def test_2p5d_inference_stacks_slabs_and_writes_the_mask_on_the_mri_inputs_grid(
     out, ref = nib.load(tmp_path / "17_mask.nii.gz"), nib.load(SAMPLE_IMAGE)
     assert out.shape == ref.shape
     np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
-
-
-def test_2p5d_ct_configuration_keeps_the_geometry_of_a_real_ct_volume(data_root, tmp_path):
-    src = data_root / "ct_volumes_totalsegmentator" / "v1_full" / "example_ct.nii.gz"
-    _infer(src, tmp_path, configs=("inference.json", "inference_ct.json"), pixdim=[4.0, 4.0, 4.0], **SLAB)
-    ref, out = nib.load(src), nib.load(tmp_path / "example_ct_mask.nii.gz")
-    assert out.shape == ref.shape
-    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-4)
