@@ -138,15 +138,13 @@ def component_parts(pred: np.ndarray, label_map: np.ndarray, parts: Mapping[str,
     pred, label_map = np.asarray(pred) > 0, np.asarray(label_map)
     if pred.shape != label_map.shape or pred.ndim != 3:
         raise ValueError(f"prediction {pred.shape} and label map {label_map.shape} must be 3D and of one size.")
-    components, n = ndimage.label(pred, structure=np.ones((3, 3, 3)))
+    components, _ = ndimage.label(pred, structure=np.ones((3, 3, 3)))
     rows = []
     for i, box in enumerate(ndimage.find_objects(components), start=1):
         inside = components[box] == i
         labels = label_map[box][inside]
         row = {"voxels": int(inside.sum())}
-        row.update({f"axis{a}": (int(s.start + np.flatnonzero(inside.any(axis=tuple(b for b in range(3) if b != a)))[0]),
-                                 int(s.start + np.flatnonzero(inside.any(axis=tuple(b for b in range(3) if b != a)))[-1]))
-                    for a, s in enumerate(box)})
+        row.update({f"axis{a}": (s.start, s.stop - 1) for a, s in enumerate(box)})  # find_objects: its bounding box
         row.update({name: int((labels == value).sum()) for name, value in parts.items()})
         row["background"] = int((labels == 0).sum())
         rows.append(row)
